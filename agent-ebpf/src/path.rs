@@ -1,0 +1,125 @@
+//! Rebuilding the directory part of a path inside the kernel.
+//!
+//! `rm -rf` and `find -delete` call `unlinkat(dirfd, "name")`; the name alone
+//! says nothing. The directory behind `dirfd` (or the working directory) is
+//! walked up dentry by dentry, crossing mounts, until the task's root. The
+//! components are written innermost first; the agent reverses them. This runs
+//! in the syscall, so it is right even when the process exits right after.
+
+use agent_common::{deletion::COMPONENT_CAP, KernelOffsets, PATH_DATA_CAP};
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
+
+use crate::kernel::{read_u32, read_u64};
+
+/// A `struct path`: mount and dentry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PathRef {
+    pub vfsmount: u64,
+    pub dentry: u64,
+}
+
+/// `AT_FDCWD` from `<fcntl.h>`.
+pub const AT_FDCWD: i64 = -100;
+
+/// Deepest directory the walk follows; deeper ones are flagged as truncated.
+/// Bounded so the verifier can unroll its proof of the loop.
+const MAX_DEPTH: u32 = 96;
+
+/// Where a component may start, masked so the verifier sees
+/// `start + COMPONENT_CAP` inside the buffer.
+const OFFSET_MASK: usize = PATH_DATA_CAP - 1;
+const _: () = assert!(PATH_DATA_CAP.is_power_of_two());
+
+/// The task's root directory (`fs->root`): where the walk stops.
+#[inline(always)]
+pub fn task_root(task: u64, o: &KernelOffsets) -> PathRef {
+    let fs = read_u64(task, o.task_fs);
+    PathRef {
+        vfsmount: read_u64(fs, o.fs_root_mnt),
+        dentry: read_u64(fs, o.fs_root_dentry),
+    }
+}
+
+/// The directory a `*at` syscall's name is relative to: the working directory
+/// for `AT_FDCWD`, else the file open at `dfd`. `None` if `dfd` is not open.
+#[inline(always)]
+pub fn dirfd_path(task: u64, dfd: i64, o: &KernelOffsets) -> Option<PathRef> {
+    if dfd == AT_FDCWD {
+        let fs = read_u64(task, o.task_fs);
+        return Some(PathRef {
+            vfsmount: read_u64(fs, o.fs_pwd_mnt),
+            dentry: read_u64(fs, o.fs_pwd_dentry),
+        });
+    }
+    let files = read_u64(task, o.task_files);
+    let fdt = read_u64(files, o.files_fdt);
+    let max_fds = read_u32(fdt, o.fdt_max_fds);
+    if dfd < 0 || dfd >= max_fds as i64 {
+        return None;
+    }
+    let fd_array = read_u64(fdt, o.fdt_fd);
+    let file = read_u64(fd_array, (dfd as u32) * 8);
+    if file == 0 {
+        return None;
+    }
+    Some(PathRef {
+        vfsmount: read_u64(file, o.file_path_mnt),
+        dentry: read_u64(file, o.file_path_dentry),
+    })
+}
+
+/// Appends the components of `dir` to `data`, innermost first, each
+/// NUL-terminated, starting at `*end` and advancing it. Returns whether the walk
+/// stopped before the root.
+///
+/// `end` must point into a map value: the verifier does not track map memory,
+/// so the offset re-enters each iteration as a fresh bounded scalar (masked
+/// below) and loop states converge. Kept in a register, its range would differ
+/// on every iteration and the verifier would give up before `MAX_DEPTH`.
+#[inline(always)]
+pub fn write_components(
+    dir: PathRef,
+    root: PathRef,
+    data: *mut u8,
+    end: *mut u32,
+    o: &KernelOffsets,
+) -> bool {
+    let mut at = dir;
+    for _ in 0..MAX_DEPTH {
+        if at == root {
+            return false;
+        }
+        let mount = at.vfsmount - o.mount_vfsmount as u64;
+        if at.dentry == read_u64(at.vfsmount, o.vfsmount_root) {
+            // At the root of a mount: continue from where it is mounted.
+            let parent = read_u64(mount, o.mount_parent);
+            if parent == 0 || parent == mount {
+                return false;
+            }
+            at = PathRef {
+                vfsmount: parent + o.mount_vfsmount as u64,
+                dentry: read_u64(mount, o.mount_mountpoint),
+            };
+            continue;
+        }
+        let parent = read_u64(at.dentry, o.dentry_parent);
+        if parent == 0 || parent == at.dentry {
+            return false;
+        }
+        let offset = unsafe { end.read_volatile() } as usize;
+        if offset > PATH_DATA_CAP - COMPONENT_CAP {
+            return true;
+        }
+        let name = read_u64(at.dentry, o.dentry_name);
+        // The mask is a no-op after the check above; it is what lets the
+        // verifier prove the write stays inside the buffer.
+        let dst = unsafe { data.add(offset & OFFSET_MASK) };
+        let n = unsafe { bpf_probe_read_kernel_str(dst.cast(), COMPONENT_CAP as u32, name as *const _) };
+        if n <= 0 {
+            return true;
+        }
+        unsafe { end.write_volatile((offset + n as usize) as u32) };
+        at.dentry = parent;
+    }
+    true
+}

@@ -1,0 +1,11 @@
+//! Levee's host agent.
+//!
+//! Data flows one way, one module per stage:
+//! kernel probes ([`probes`]) → decoding ([`events::decode`]) → domain events
+//! ([`events`]) → output ([`output`]), driven by [`pipeline`].
+
+pub mod escape;
+pub mod events;
+pub mod output;
+pub mod pipeline;
+pub mod probes;

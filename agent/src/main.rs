@@ -1,0 +1,98 @@
+//! `levee-agent`: command line and wiring. The work lives in the library.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use agent::{
+    output::{Format, Output},
+    pipeline,
+    probes::{LoadOptions, Probes},
+};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "levee-agent",
+    version,
+    about = "Levee host agent: sees and stops mass data destruction"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the probes and report every event until SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Print one JSON object per event on stdout (logs stay on stderr).
+    #[arg(long)]
+    json: bool,
+    /// Kernel BTF used to find struct field offsets.
+    #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
+    btf: PathBuf,
+    /// Size of the kernel-to-agent ring buffer in bytes (a power of two, at least 4096).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = parse_ring_size)]
+    ring_buffer_bytes: u32,
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n.is_power_of_two() && n >= 4096 {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not a power of two of at least 4096"))
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("levee-agent: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let probes = Probes::load(&LoadOptions {
+            btf_path: args.btf,
+            ring_buffer_bytes: args.ring_buffer_bytes,
+        })?;
+        info!("probes attached");
+        let format = if args.json { Format::Json } else { Format::Log };
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = sigint.recv() => info!("SIGINT: shutting down"),
+                _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+            }
+        };
+        let losses = pipeline::run(probes, Output::new(format), shutdown).await?;
+        info!(lost = losses.total(), "stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,104 @@
+//! Where decoded events and loss reports go: JSON lines on stdout, or
+//! structured `tracing` logs on stderr.
+
+use std::io::{self, BufWriter, Stdout, Write};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::{escape::escape, events::Event};
+
+/// Totals of everything the agent knows it lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Losses {
+    /// Records the probes could not put in the full ring buffer.
+    pub ring_buffer_full: u64,
+    /// Syscalls whose arguments the probes could not keep until exit.
+    pub pending_table_full: u64,
+    /// Records the agent received but could not decode.
+    pub undecodable: u64,
+}
+
+impl Losses {
+    pub fn total(&self) -> u64 {
+        self.ring_buffer_full + self.pending_table_full + self.undecodable
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line on stdout.
+    Json,
+    /// Human-readable log lines on stderr.
+    Log,
+}
+
+pub struct Output {
+    format: Format,
+    stdout: BufWriter<Stdout>,
+}
+
+/// The JSON form of a loss report.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "losses")]
+struct LossRecord<'a> {
+    #[serde(flatten)]
+    losses: &'a Losses,
+}
+
+impl Output {
+    pub fn new(format: Format) -> Self {
+        Self {
+            format,
+            stdout: BufWriter::new(io::stdout()),
+        }
+    }
+
+    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json_line(event),
+            Format::Log => {
+                let Event::Deletion(d) = event;
+                let result = serde_json::to_value(d.outcome).unwrap_or_default();
+                info!(
+                    op = d.op.name(),
+                    path = %escape(&d.path),
+                    path_complete = d.path_complete,
+                    result = %result["result"],
+                    pid = d.process.pid,
+                    ppid = d.process.ppid,
+                    uid = d.process.uid,
+                    comm = %escape(&d.process.comm),
+                    cgroup_id = d.process.cgroup_id,
+                    "deletion"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports loss totals; called whenever they grow, and at shutdown.
+    pub fn losses(&mut self, losses: &Losses) -> io::Result<()> {
+        if losses.total() > 0 {
+            warn!(
+                ring_buffer_full = losses.ring_buffer_full,
+                pending_table_full = losses.pending_table_full,
+                undecodable = losses.undecodable,
+                "events lost"
+            );
+        }
+        match self.format {
+            Format::Json => self.json_line(&LossRecord { losses }),
+            Format::Log => Ok(()),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.stdout.flush()
+    }
+
+    fn json_line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.stdout, value)?;
+        self.stdout.write_all(b"\n")
+    }
+}

@@ -1,0 +1,306 @@
+//! Deletions seen by the real probes, end to end: kernel → ring buffer →
+//! decoder → `levee-agent run --json`. Needs root; see `support`.
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::OsStr,
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+use support::{path_of, run_in, Agent, Sandbox};
+
+/// Every event's path, counting repeats.
+fn path_counts(events: &[Value]) -> BTreeMap<Vec<u8>, usize> {
+    let mut counts = BTreeMap::new();
+    for e in events {
+        *counts.entry(path_of(e)).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn bytes(paths: &[PathBuf]) -> BTreeSet<Vec<u8>> {
+    paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect()
+}
+
+/// Asserts each of `expected` was seen exactly once, succeeded, and was done by `pid`.
+fn assert_each_once(events: &[Value], expected: &[PathBuf], pid: u32, comm: &str) {
+    let counts = path_counts(events);
+    let seen: BTreeSet<Vec<u8>> = counts.keys().cloned().collect();
+    assert_eq!(seen, bytes(expected), "the set of deleted paths");
+    assert!(counts.values().all(|&n| n == 1), "a path was reported twice");
+    for e in events {
+        assert_eq!(e["result"], "ok", "{e}");
+        assert_eq!(e["errno"], Value::Null, "{e}");
+        assert_eq!(e["process"]["pid"], pid, "{e}");
+        assert_eq!(e["process"]["comm"], comm, "{e}");
+        assert_eq!(e["path_complete"], true, "{e}");
+    }
+}
+
+#[test]
+fn one_file_deleted_by_another_user_is_attributed() {
+    let sandbox = Sandbox::new();
+    std::fs::set_permissions(sandbox.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = sandbox.path().join("victim.txt");
+    std::fs::write(&file, b"data").unwrap();
+    let agent = Agent::start(&sandbox);
+
+    let mut rm = Command::new("rm")
+        .arg(&file)
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .unwrap();
+    let pid = rm.id();
+    assert!(rm.wait().unwrap().success());
+
+    let events = agent.deletions_under(&file, |seen| !seen.is_empty());
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(path_of(e), file.as_os_str().as_bytes());
+    assert_eq!(e["op"], "unlinkat");
+    assert_eq!(e["result"], "ok");
+    assert_eq!(e["process"]["pid"], pid);
+    assert_eq!(e["process"]["tid"], pid);
+    assert_eq!(e["process"]["ppid"], std::process::id());
+    assert_eq!(e["process"]["uid"], 65534);
+    assert_eq!(e["process"]["gid"], 65534);
+    assert_eq!(e["process"]["comm"], "rm");
+    assert!(e["process"]["cgroup_id"].as_u64().unwrap() > 0);
+    assert!(e["time"].as_str().unwrap().ends_with('Z'));
+    agent.stop();
+}
+
+#[test]
+fn rm_rf_of_a_thousand_files_is_seen_whole_with_relative_dirfds() {
+    let sandbox = Sandbox::new();
+    let made = sandbox.tree("tree", 10, 1000);
+    let agent = Agent::start(&sandbox);
+
+    // From inside the sandbox, `rm -rf tree` unlinks by name relative to
+    // directory fds: the probe must rebuild every absolute path itself.
+    let pid = run_in(sandbox.path(), "rm", &[OsStr::new("-rf"), OsStr::new("tree")]);
+
+    let events = agent.deletions_under(&made[0], |seen| seen.len() >= made.len());
+    assert_each_once(&events, &made, pid, "rm");
+    let dirs = events.iter().filter(|e| e["op"] == "unlinkat_dir").count();
+    assert_eq!(
+        dirs, 11,
+        "10 subdirectories and the root, removed with AT_REMOVEDIR"
+    );
+    let losses = agent.stop().pop().expect("final loss report");
+    assert_eq!(losses["type"], "losses");
+    assert_eq!(losses["ring_buffer_full"], 0);
+}
+
+#[test]
+fn find_delete_is_seen_whole() {
+    let sandbox = Sandbox::new();
+    let made = sandbox.tree("tree", 7, 300);
+    let agent = Agent::start(&sandbox);
+
+    let pid = run_in(
+        sandbox.path(),
+        "find",
+        &[OsStr::new("tree"), OsStr::new("-delete")],
+    );
+
+    let events = agent.deletions_under(&made[0], |seen| seen.len() >= made.len());
+    assert_each_once(&events, &made, pid, "find");
+    agent.stop();
+}
+
+#[test]
+fn failed_unlink_carries_its_errno_and_rmdir_is_seen() {
+    let sandbox = Sandbox::new();
+    let missing = sandbox.path().join("never-existed");
+    let dir = sandbox.path().join("empty-dir");
+    std::fs::create_dir(&dir).unwrap();
+    let agent = Agent::start(&sandbox);
+
+    let status = Command::new("unlink")
+        .arg(&missing)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    run_in(sandbox.path(), "rmdir", &[dir.as_os_str()]);
+
+    let failed = agent.deletions_under(&missing, |seen| !seen.is_empty());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["op"], "unlink");
+    assert_eq!(failed[0]["result"], "ENOENT");
+    assert_eq!(failed[0]["errno"], 2);
+    let removed = agent.deletions_under(&dir, |seen| !seen.is_empty());
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0]["op"], "rmdir");
+    assert_eq!(removed[0]["result"], "ok");
+    agent.stop();
+}
+
+#[test]
+fn names_with_newlines_and_invalid_utf8_arrive_byte_exact() {
+    let sandbox = Sandbox::new();
+    let names: [&[u8]; 3] = [b"new\nline", b"bad\xff\xfe", b"back\\slash \"q\""];
+    let files: Vec<PathBuf> = names
+        .iter()
+        .map(|n| sandbox.path().join(OsStr::from_bytes(n)))
+        .collect();
+    for f in &files {
+        std::fs::write(f, b"").unwrap();
+    }
+    let agent = Agent::start(&sandbox);
+
+    let args: Vec<&OsStr> = names.iter().map(|n| OsStr::from_bytes(n)).collect();
+    let pid = run_in(sandbox.path(), "rm", &args);
+
+    let events = agent.deletions_under(sandbox.path(), |seen| seen.len() >= files.len());
+    assert_each_once(&events, &files, pid, "rm");
+    let bad = events.iter().find(|e| path_of(e).ends_with(b"\xff\xfe")).unwrap();
+    let escaped = bad["path"].as_str().unwrap();
+    assert!(escaped.ends_with("/bad\\xff\\xfe"), "escaped form: {escaped}");
+    agent.stop();
+}
+
+#[test]
+fn relative_path_is_resolved_across_a_mount() {
+    let sandbox = Sandbox::new();
+    let mnt = sandbox.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = TmpfsMount::new(&mnt);
+    std::fs::create_dir(mnt.join("inner")).unwrap();
+    let file = mnt.join("inner/file");
+    std::fs::write(&file, b"").unwrap();
+    let agent = Agent::start(&sandbox);
+
+    // The cwd is inside the tmpfs: the walk must climb out of it into /tmp.
+    let pid = run_in(&mnt.join("inner"), "rm", &[OsStr::new("file")]);
+
+    let events = agent.deletions_under(&file, |seen| !seen.is_empty());
+    assert_each_once(&events, &[file], pid, "rm");
+    agent.stop();
+    drop(mount);
+}
+
+#[test]
+fn a_path_near_path_max_arrives_whole() {
+    let sandbox = Sandbox::new();
+    // 29 components of 131 bytes: about 3.8 KiB below the sandbox.
+    let mut deep = sandbox.path().to_path_buf();
+    for i in 0..29 {
+        deep.push(format!("{i:02}{}", "d".repeat(128)));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let by_name = deep.join("by-name");
+    let by_path = deep.join("by-path");
+    std::fs::write(&by_name, b"").unwrap();
+    std::fs::write(&by_path, b"").unwrap();
+    assert!(by_path.as_os_str().len() > 3800 && by_path.as_os_str().len() < 4096);
+    let agent = Agent::start(&sandbox);
+
+    // One name relative to the cwd (the probe walks ~30 dentries), one
+    // absolute path of almost PATH_MAX bytes (read whole from user memory).
+    let relative = run_in(&deep, "rm", &[OsStr::new("by-name")]);
+    let absolute = run_in(sandbox.path(), "rm", &[by_path.as_os_str()]);
+
+    let events = agent.deletions_under(&by_name, |seen| !seen.is_empty());
+    assert_each_once(&events, &[by_name], relative, "rm");
+    let events = agent.deletions_under(&by_path, |seen| !seen.is_empty());
+    assert_each_once(&events, &[by_path], absolute, "rm");
+    agent.stop();
+}
+
+#[test]
+fn a_directory_deeper_than_the_walk_is_flagged_incomplete() {
+    let sandbox = Sandbox::new();
+    let mut deep = sandbox.path().to_path_buf();
+    for _ in 0..120 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("leaf"), b"").unwrap();
+    let agent = Agent::start(&sandbox);
+
+    let pid = run_in(&deep, "rm", &[OsStr::new("leaf")]);
+
+    // Incomplete paths do not start with the sandbox prefix: match the tail.
+    let suffix: Vec<u8> = "/d"
+        .repeat(20)
+        .into_bytes()
+        .into_iter()
+        .chain(*b"/leaf")
+        .collect();
+    let by_rm = |seen: &[Value]| {
+        seen.iter()
+            .filter(|e| e["process"]["pid"] == pid)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let events = by_rm(&agent.deletions_under(Path::new("/"), |seen| !by_rm(seen).is_empty()));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["path_complete"], false);
+    assert!(path_of(&events[0]).ends_with(&suffix));
+    agent.stop();
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_not_silent() {
+    let sandbox = Sandbox::new();
+    let made = sandbox.tree("tree", 4, 3000);
+    // One page of ring buffer holds a few dozen records.
+    let agent = Agent::start_with(&sandbox, &["--ring-buffer-bytes", "4096"]);
+    let agent_pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+
+    // Freeze the consumer so the kernel side must overflow.
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::SIGSTOP).unwrap();
+    run_in(sandbox.path(), "rm", &[OsStr::new("-rf"), OsStr::new("tree")]);
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::SIGCONT).unwrap();
+
+    let tree = made[0].clone();
+    let lines = agent.stop();
+    let received = lines
+        .iter()
+        .filter(|l| l["type"] == "deletion" && path_of(l).starts_with(tree.as_os_str().as_bytes()))
+        .count();
+    let losses = lines.last().expect("final loss report");
+    assert_eq!(losses["type"], "losses", "{losses}");
+    let dropped = losses["ring_buffer_full"].as_u64().unwrap();
+    assert!(
+        received < made.len(),
+        "a 4 KiB ring cannot hold {} records",
+        made.len()
+    );
+    assert!(dropped > 0, "overflow must be counted");
+    assert!(
+        received as u64 + dropped >= made.len() as u64,
+        "received {received} + dropped {dropped}"
+    );
+}
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    fn new(at: &Path) -> TmpfsMount {
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount tmpfs");
+        TmpfsMount(at.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}

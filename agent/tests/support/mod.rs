@@ -1,0 +1,217 @@
+//! Test harness: the real `levee-agent` with the real probes, and sandboxes
+//! whose deletions the tests inspect.
+//!
+//! Every test needs root (the agent loads eBPF programs) and an agent built
+//! with its probes (`cargo xtask test` does both). Either missing is a test
+//! failure with a clear message, never a silent skip.
+
+use std::{
+    ffi::OsStr,
+    io::{BufRead, BufReader, Read},
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long a test waits for the events it expects.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `levee-agent run --json`.
+pub struct Agent {
+    child: Child,
+    lines: Receiver<Value>,
+    stderr: thread::JoinHandle<String>,
+}
+
+impl Agent {
+    /// Starts the agent and waits until a deletion in `sandbox` comes back
+    /// through it, which proves the probes are attached and the pipeline flows.
+    pub fn start(sandbox: &Sandbox) -> Agent {
+        Self::start_with(sandbox, &[])
+    }
+
+    pub fn start_with(sandbox: &Sandbox, extra_args: &[&str]) -> Agent {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "these tests load eBPF probes and must run as root (use `cargo xtask test`)"
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_levee-agent"))
+            .args(["run", "--json"])
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn levee-agent");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || forward_json(stdout, tx));
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut agent = Agent { child, lines, stderr };
+        agent.wait_until_live(sandbox);
+        agent
+    }
+
+    fn wait_until_live(&mut self, sandbox: &Sandbox) {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        for attempt in 0.. {
+            if let Some(status) = self.child.try_wait().expect("poll agent") {
+                panic!(
+                    "levee-agent exited with {status} before it was live:\n{}",
+                    self.stop_stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "levee-agent never reported the canary deletion"
+            );
+            let canary = sandbox.path().join(format!(".canary-{attempt}"));
+            std::fs::write(&canary, b"").expect("write canary");
+            std::fs::remove_file(&canary).expect("remove canary");
+            let wanted = canary.as_os_str().as_bytes().to_vec();
+            let poll_until = Instant::now() + Duration::from_millis(500);
+            while let Some(line) = self.next_line(poll_until) {
+                if line["type"] == "deletion" && path_of(&line) == wanted {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn next_line(&self, until: Instant) -> Option<Value> {
+        let left = until.saturating_duration_since(Instant::now());
+        self.lines.recv_timeout(left).ok()
+    }
+
+    /// Collects deletion events under `dir` until `done` says the set is
+    /// complete, or [`EVENT_TIMEOUT`] passes. Returns what was collected.
+    pub fn deletions_under(&self, dir: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let prefix = dir.as_os_str().as_bytes();
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            match self.next_line(deadline) {
+                Some(line) if line["type"] == "deletion" && path_of(&line).starts_with(prefix) => {
+                    seen.push(line)
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        seen
+    }
+
+    /// Stops the agent with SIGTERM and returns every line it printed since
+    /// the last read, ending with its final loss report.
+    pub fn stop(mut self) -> Vec<Value> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .expect("SIGTERM agent");
+        let status = self.child.wait().expect("wait agent");
+        // The reader thread ends at EOF, after the agent's last line.
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(EVENT_TIMEOUT) {
+            rest.push(line);
+        }
+        let stderr = self.stop_stderr();
+        assert!(status.success(), "levee-agent exited with {status}:\n{stderr}");
+        rest
+    }
+
+    fn stop_stderr(&mut self) -> String {
+        let _ = self.child.kill();
+        let handle = std::mem::replace(&mut self.stderr, thread::spawn(String::new));
+        handle.join().unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn forward_json(stdout: ChildStdout, tx: mpsc::Sender<Value>) {
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let value: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("agent printed non-JSON {line:?}: {e}"));
+        if tx.send(value).is_err() {
+            break;
+        }
+    }
+}
+
+/// The exact bytes of an event's `path`.
+pub fn path_of(event: &Value) -> Vec<u8> {
+    agent::escape::unescape(event["path"].as_str().expect("path is a string")).expect("path unescapes")
+}
+
+/// A temporary directory owned by one test; removed when dropped.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("levee-test-")
+            .tempdir()
+            .expect("create sandbox");
+        Sandbox { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Creates `count` empty files spread over `dirs` subdirectories of
+    /// `root` (inside the sandbox); returns every path created, directories included.
+    pub fn tree(&self, root: &str, dirs: usize, count: usize) -> Vec<PathBuf> {
+        let root = self.path().join(root);
+        let mut made = vec![root.clone()];
+        std::fs::create_dir(&root).expect("mkdir tree root");
+        for d in 0..dirs {
+            let dir = root.join(format!("d{d:03}"));
+            std::fs::create_dir(&dir).expect("mkdir");
+            made.push(dir);
+        }
+        for i in 0..count {
+            let file = root.join(format!("d{:03}", i % dirs)).join(format!("f{i:05}"));
+            std::fs::write(&file, b"x").expect("write file");
+            made.push(file);
+        }
+        made
+    }
+}
+
+/// Runs `program args` in `cwd` to success; returns its pid.
+pub fn run_in(cwd: &Path, program: &str, args: &[&OsStr]) -> u32 {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .spawn()
+        .expect("spawn workload");
+    let pid = child.id();
+    let status = child.wait().expect("wait workload");
+    assert!(status.success(), "{program} {args:?} failed: {status}");
+    pid
+}

@@ -1,0 +1,100 @@
+//! `cargo xtask`: builds the probes with the right toolchain, then drives
+//! build, run and test. Every command that needs the probe toolchain runs
+//! `setup` first, so a fresh machine needs no other step.
+
+mod cmd;
+mod ebpf;
+mod toolchain;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building the probes needs, if it is missing (idempotent).
+    Setup,
+    /// Build the eBPF probe object.
+    BuildEbpf,
+    /// Build the probes, then the agent (embedding them) and the collector, in release mode.
+    Build,
+    /// Build everything, then run the agent as root: `cargo xtask run -- <agent args>`.
+    Run {
+        /// Arguments for `levee-agent` (default: `run`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build the probes and run every test (needs root: tests load the probes).
+    Test {
+        /// Extra arguments for `cargo test`, e.g. a test name filter.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Setup => {
+            toolchain::setup()?;
+        }
+        Command::BuildEbpf => {
+            ebpf::build(&toolchain::setup()?)?;
+        }
+        Command::Build => {
+            build_release()?;
+        }
+        Command::Run { args } => {
+            let agent = build_release()?;
+            cmd::require_root("cargo xtask run")?;
+            let args = if args.is_empty() {
+                vec!["run".to_owned()]
+            } else {
+                args
+            };
+            cmd::run(cmd::command(&agent).args(&args)).context("levee-agent")?;
+        }
+        Command::Test { args } => {
+            cmd::require_root("cargo xtask test")?;
+            let object = ebpf::build(&toolchain::setup()?)?;
+            cmd::run(
+                cmd::cargo()
+                    .args(["test", "--workspace"])
+                    .args(&args)
+                    // Integration tests each load the probes; one at a time keeps
+                    // them from seeing each other's workloads as noise.
+                    .args(["--", "--test-threads=1"])
+                    .env(ebpf::OBJECT_ENV, &object),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds probes, agent and collector; returns the agent binary's path.
+fn build_release() -> anyhow::Result<std::path::PathBuf> {
+    let object = ebpf::build(&toolchain::setup()?)?;
+    cmd::run(
+        cmd::cargo()
+            .args(["build", "--release", "-p", "agent", "-p", "collector"])
+            .env(ebpf::OBJECT_ENV, &object),
+    )?;
+    Ok(cmd::workspace_root().join("target/release/levee-agent"))
+}
