@@ -8,15 +8,20 @@
 //! Enumerations travel as integers in the raw structs (an out-of-range byte
 //! pattern must never be undefined behaviour on the reading side); the agent turns
 //! them into Rust enums while decoding.
+//!
+//! Every record is `EventHeader`, then `TaskInfo`, then its own fields, then a
+//! variable-length data area (paths, argv) described by those fields.
 #![no_std]
 
+pub mod block;
 pub mod counters;
-pub mod deletion;
 pub mod event;
+pub mod fs;
 pub mod offsets;
+pub mod path;
+pub mod process;
 
 pub use counters::Counter;
-pub use deletion::{DeleteOp, RawDeletion, PATH_DATA_CAP};
 pub use event::{EventHeader, EventKind, TaskInfo, COMM_LEN};
 pub use offsets::KernelOffsets;
 
@@ -24,11 +29,23 @@ pub use offsets::KernelOffsets;
 macro_rules! user_pod {
     ($($t:ty),* $(,)?) => {
         $(
-            // SAFETY: `#[repr(C)]`, `Copy`, integer fields only, no padding holes
-            // that matter to the kernel: any bit pattern is a valid value.
+            // SAFETY: `#[repr(C)]`, `Copy`, integer fields only: any bit
+            // pattern is a valid value.
             #[cfg(feature = "user")]
             unsafe impl aya::Pod for $t {}
         )*
     };
 }
 user_pod!(KernelOffsets);
+
+/// Asserts at compile time that a record type starts with the common envelope,
+/// so the probes can fill it generically.
+#[macro_export]
+macro_rules! assert_record_layout {
+    ($t:ty, $size:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        const _: () = assert!(core::mem::offset_of!($t, header) == 0);
+        const _: () = assert!(core::mem::offset_of!($t, task) == 8);
+        const _: () = assert!(core::mem::size_of::<$t>() <= $crate::event::RECORD_HEAD_CAP);
+    };
+}

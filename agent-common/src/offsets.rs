@@ -6,19 +6,50 @@
 //! pre-added by the agent (e.g. `fs_pwd_dentry` is `fs_struct.pwd` plus
 //! `path.dentry`), which keeps the probes' pointer chasing short.
 
-/// Byte offsets into kernel structs. All zero means "not resolved": the agent
-/// refuses to load the probes in that state.
+/// Byte offsets into kernel structs. Zero means "not resolved"; only the audit
+/// fields may stay zero (kernels without `CONFIG_AUDIT`), and the probes then
+/// report no login session.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
-    /// `task_struct.real_parent`
-    pub task_real_parent: u32,
+    /// `task_struct.pid`
+    pub task_pid: u32,
     /// `task_struct.tgid`
     pub task_tgid: u32,
+    /// `task_struct.real_parent`
+    pub task_real_parent: u32,
+    /// `task_struct.group_leader`
+    pub task_group_leader: u32,
+    /// `task_struct.start_boottime`
+    pub task_start_boottime: u32,
+    /// `task_struct.flags`
+    pub task_flags: u32,
+    /// `task_struct.exit_code`
+    pub task_exit_code: u32,
     /// `task_struct.fs`
     pub task_fs: u32,
     /// `task_struct.files`
     pub task_files: u32,
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `task_struct.signal`
+    pub task_signal: u32,
+    /// `task_struct.loginuid` (0: no audit support)
+    pub task_loginuid: u32,
+    /// `task_struct.sessionid` (0: no audit support)
+    pub task_sessionid: u32,
+    /// `signal_struct.pids[PIDTYPE_PGID]`
+    pub signal_pgid: u32,
+    /// `signal_struct.pids[PIDTYPE_SID]`
+    pub signal_sid: u32,
+    /// `pid.numbers[0].nr`: the number in the initial pid namespace
+    pub pid_nr: u32,
+    /// `mm_struct.arg_start`
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`
+    pub mm_arg_end: u32,
+    /// `mm_struct.exe_file`
+    pub mm_exe_file: u32,
     /// `fs_struct.root.mnt`
     pub fs_root_mnt: u32,
     /// `fs_struct.root.dentry`
@@ -37,6 +68,18 @@ pub struct KernelOffsets {
     pub file_path_mnt: u32,
     /// `file.f_path.dentry`
     pub file_path_dentry: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.f_pos`
+    pub file_pos: u32,
+    /// `file.f_mode`
+    pub file_mode: u32,
+    /// `inode.i_mode`
+    pub inode_mode: u32,
+    /// `inode.i_rdev`
+    pub inode_rdev: u32,
+    /// `inode.i_size`
+    pub inode_size: u32,
     /// `dentry.d_parent`
     pub dentry_parent: u32,
     /// `dentry.d_name.name`
@@ -49,33 +92,12 @@ pub struct KernelOffsets {
     pub mount_parent: u32,
     /// `mount.mnt_mountpoint`
     pub mount_mountpoint: u32,
-    pub _pad: u32,
 }
 
 impl KernelOffsets {
     /// The all-zero value the probes are compiled with.
-    pub const UNRESOLVED: KernelOffsets = KernelOffsets {
-        task_real_parent: 0,
-        task_tgid: 0,
-        task_fs: 0,
-        task_files: 0,
-        fs_root_mnt: 0,
-        fs_root_dentry: 0,
-        fs_pwd_mnt: 0,
-        fs_pwd_dentry: 0,
-        files_fdt: 0,
-        fdt_max_fds: 0,
-        fdt_fd: 0,
-        file_path_mnt: 0,
-        file_path_dentry: 0,
-        dentry_parent: 0,
-        dentry_name: 0,
-        vfsmount_root: 0,
-        mount_vfsmount: 0,
-        mount_parent: 0,
-        mount_mountpoint: 0,
-        _pad: 0,
-    };
+    // SAFETY: all fields are integers; zero is valid for each.
+    pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);

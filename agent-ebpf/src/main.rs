@@ -1,15 +1,27 @@
 //! Levee's kernel probes. Built only by `cargo xtask build-ebpf` for
 //! `bpfel-unknown-none`; the agent embeds the resulting object.
 //!
-//! Only tracepoints are used: they are the one attach type every kernel Levee
-//! supports offers (no kprobes, fentry or BPF LSM needed).
+//! Only tracepoints (and one raw tracepoint) are used: they are what every
+//! kernel Levee supports offers, with no kprobes, fentry or BPF LSM needed.
+//!
+//! Layout: `maps` (shared maps and globals), `kernel` and `task` (reading
+//! kernel memory), `files` (fd → file → inode), `path` (rebuilding paths),
+//! `record` (building a ring-buffer record), `syscall` (arguments kept from
+//! syscall entry to exit), then one module per probe family: `fs`, `open`,
+//! `block`, `process`.
 #![no_std]
 #![no_main]
 
-mod deletion;
+mod block;
+mod files;
+mod fs;
 mod kernel;
 mod maps;
+mod open;
 mod path;
+mod process;
+mod record;
+mod syscall;
 mod task;
 
 #[cfg(not(test))]

@@ -1,15 +1,16 @@
-//! Rebuilding the directory part of a path inside the kernel.
+//! Rebuilding paths inside the kernel.
 //!
 //! `rm -rf` and `find -delete` call `unlinkat(dirfd, "name")`; the name alone
-//! says nothing. The directory behind `dirfd` (or the working directory) is
-//! walked up dentry by dentry, crossing mounts, until the task's root. The
-//! components are written innermost first; the agent reverses them. This runs
-//! in the syscall, so it is right even when the process exits right after.
+//! says nothing. The directory behind `dirfd` (or the working directory), or
+//! an open file, is walked up dentry by dentry, crossing mounts, until the
+//! task's root. Components are written innermost first; the agent reverses
+//! them. This runs in the syscall, so it is right even when the process exits
+//! right after.
 
-use agent_common::{deletion::COMPONENT_CAP, KernelOffsets, PATH_DATA_CAP};
+use agent_common::{path::COMPONENT_CAP, path::DATA_CAP, KernelOffsets};
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
 
-use crate::kernel::{read_u32, read_u64};
+use crate::{files::fd_file, kernel::read_u64};
 
 /// A `struct path`: mount and dentry.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -22,21 +23,30 @@ pub struct PathRef {
 pub const AT_FDCWD: i64 = -100;
 
 /// Deepest directory the walk follows; deeper ones are flagged as truncated.
-/// Bounded so the verifier can unroll its proof of the loop.
+/// Bounded so the verifier can prove the loop ends.
 const MAX_DEPTH: u32 = 96;
 
 /// Where a component may start, masked so the verifier sees
 /// `start + COMPONENT_CAP` inside the buffer.
-const OFFSET_MASK: usize = PATH_DATA_CAP - 1;
-const _: () = assert!(PATH_DATA_CAP.is_power_of_two());
+const OFFSET_MASK: usize = DATA_CAP - 1;
+const _: () = assert!(DATA_CAP.is_power_of_two());
 
-/// The task's root directory (`fs->root`): where the walk stops.
+/// The task's root directory (`fs->root`): where walks stop.
 #[inline(always)]
 pub fn task_root(task: u64, o: &KernelOffsets) -> PathRef {
     let fs = read_u64(task, o.task_fs);
     PathRef {
         vfsmount: read_u64(fs, o.fs_root_mnt),
         dentry: read_u64(fs, o.fs_root_dentry),
+    }
+}
+
+/// An open file's path (`file->f_path`).
+#[inline(always)]
+pub fn file_path(file: u64, o: &KernelOffsets) -> PathRef {
+    PathRef {
+        vfsmount: read_u64(file, o.file_path_mnt),
+        dentry: read_u64(file, o.file_path_dentry),
     }
 }
 
@@ -51,40 +61,21 @@ pub fn dirfd_path(task: u64, dfd: i64, o: &KernelOffsets) -> Option<PathRef> {
             dentry: read_u64(fs, o.fs_pwd_dentry),
         });
     }
-    let files = read_u64(task, o.task_files);
-    let fdt = read_u64(files, o.files_fdt);
-    let max_fds = read_u32(fdt, o.fdt_max_fds);
-    if dfd < 0 || dfd >= max_fds as i64 {
-        return None;
-    }
-    let fd_array = read_u64(fdt, o.fdt_fd);
-    let file = read_u64(fd_array, (dfd as u32) * 8);
-    if file == 0 {
-        return None;
-    }
-    Some(PathRef {
-        vfsmount: read_u64(file, o.file_path_mnt),
-        dentry: read_u64(file, o.file_path_dentry),
-    })
+    let file = fd_file(task, dfd, o);
+    (file != 0).then(|| file_path(file, o))
 }
 
-/// Appends the components of `dir` to `data`, innermost first, each
-/// NUL-terminated, starting at `*end` and advancing it. Returns whether the walk
-/// stopped before the root.
+/// Appends the components of `from` (itself first, then its parents) to
+/// `data` at offset `*end`, each NUL-terminated, advancing `*end`. Returns whether
+/// the walk stopped before the root.
 ///
-/// `end` must point into a map value: the verifier does not track map memory,
-/// so the offset re-enters each iteration as a fresh bounded scalar (masked
-/// below) and loop states converge. Kept in a register, its range would differ
-/// on every iteration and the verifier would give up before `MAX_DEPTH`.
+/// `end` must point into map memory, on purpose: the verifier does not track
+/// map memory, so it re-enters each iteration as a fresh bounded scalar and
+/// loop states converge. Kept in a register, its range would differ on every
+/// iteration and the verifier would give up long before `MAX_DEPTH`.
 #[inline(always)]
-pub fn write_components(
-    dir: PathRef,
-    root: PathRef,
-    data: *mut u8,
-    end: *mut u32,
-    o: &KernelOffsets,
-) -> bool {
-    let mut at = dir;
+pub fn write_components(from: PathRef, root: PathRef, data: *mut u8, end: *mut u32, o: &KernelOffsets) -> bool {
+    let mut at = from;
     for _ in 0..MAX_DEPTH {
         if at == root {
             return false;
@@ -107,7 +98,7 @@ pub fn write_components(
             return false;
         }
         let offset = unsafe { end.read_volatile() } as usize;
-        if offset > PATH_DATA_CAP - COMPONENT_CAP {
+        if offset > DATA_CAP - COMPONENT_CAP {
             return true;
         }
         let name = read_u64(at.dentry, o.dentry_name);

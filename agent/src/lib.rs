@@ -2,10 +2,12 @@
 //!
 //! Data flows one way, one module per stage:
 //! kernel probes ([`probes`]) → decoding ([`events::decode`]) → domain events
-//! ([`events`]) → output ([`output`]), driven by [`pipeline`].
+//! ([`events`]) → process/session model ([`model`]) → output ([`output`]),
+//! driven by [`pipeline`].
 
 pub mod escape;
 pub mod events;
+pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod probes;

@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Stdout, Write};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::{escape::escape, events::Event};
+use crate::{escape::escape, model::Attributed};
 
 /// Totals of everything the agent knows it lost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -54,23 +54,25 @@ impl Output {
         }
     }
 
-    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+    pub fn event(&mut self, event: &Attributed) -> io::Result<()> {
         match self.format {
             Format::Json => self.json_line(event),
             Format::Log => {
-                let Event::Deletion(d) = event;
-                let result = serde_json::to_value(d.outcome).unwrap_or_default();
+                // The JSON body without the envelope fields logged separately.
+                let mut body = serde_json::to_value(&event.event.body).unwrap_or_default();
+                let kind = body
+                    .as_object_mut()
+                    .and_then(|o| o.remove("type"))
+                    .unwrap_or_default();
+                let p = &event.event.process;
                 info!(
-                    op = d.op.name(),
-                    path = %escape(&d.path),
-                    path_complete = d.path_complete,
-                    result = %result["result"],
-                    pid = d.process.pid,
-                    ppid = d.process.ppid,
-                    uid = d.process.uid,
-                    comm = %escape(&d.process.comm),
-                    cgroup_id = d.process.cgroup_id,
-                    "deletion"
+                    session = %event.session.key,
+                    pid = p.pid,
+                    comm = %escape(&p.comm),
+                    uid = p.uid,
+                    %body,
+                    "{}",
+                    kind.as_str().unwrap_or("event")
                 );
                 Ok(())
             }

@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use crate::{
     events::{decode, BootClock},
+    model::Model,
     output::{Losses, Output},
     probes::{LossCounters, Probes},
 };
@@ -32,6 +33,7 @@ pub async fn run(
         .map_err(|e| e.into_parts().1)
         .context("registering the ring buffer with tokio")?;
     let mut losses = Losses::default();
+    let mut model = Model::new();
     let mut poll = tokio::time::interval(LOSS_POLL);
     tokio::pin!(shutdown);
 
@@ -39,7 +41,7 @@ pub async fn run(
         tokio::select! {
             ready = ring.readable_mut() => {
                 let mut guard = ready.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &clock, &mut output, &mut losses)?;
+                drain(guard.get_inner_mut(), &clock, &mut model, &mut output, &mut losses)?;
                 guard.clear_ready();
             }
             _ = poll.tick() => {
@@ -52,7 +54,7 @@ pub async fn run(
         }
     }
 
-    drain(ring.get_mut(), &clock, &mut output, &mut losses)?;
+    drain(ring.get_mut(), &clock, &mut model, &mut output, &mut losses)?;
     refresh(&counters, &mut losses)?;
     output.losses(&losses)?;
     output.flush()?;
@@ -63,6 +65,7 @@ pub async fn run(
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     clock: &BootClock,
+    model: &mut Model,
     output: &mut Output,
     losses: &mut Losses,
 ) -> anyhow::Result<()> {
@@ -70,7 +73,7 @@ fn drain(
     while let Some(record) = ring.next() {
         n += 1;
         match decode(&record, clock) {
-            Ok(event) => output.event(&event).context("writing an event")?,
+            Ok(event) => output.event(&model.observe(event)).context("writing an event")?,
             Err(error) => {
                 losses.undecodable += 1;
                 warn!(%error, len = record.len(), "undecodable record");

@@ -74,15 +74,19 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Test { args } => {
             cmd::require_root("cargo xtask test")?;
             let object = ebpf::build(&toolchain::setup()?)?;
-            cmd::run(
+            let totals = cmd::run_tests(
                 cmd::cargo()
-                    .args(["test", "--workspace"])
+                    .args(["test", "--workspace", "--all-targets"])
                     .args(&args)
                     // Integration tests each load the probes; one at a time keeps
                     // them from seeing each other's workloads as noise.
                     .args(["--", "--test-threads=1"])
                     .env(ebpf::OBJECT_ENV, &object),
             )?;
+            println!("xtask test: {} passed, {} failed", totals.passed, totals.failed);
+            if totals.failed > 0 || totals.passed == 0 {
+                anyhow::bail!("tests failed or none ran");
+            }
         }
     }
     Ok(())

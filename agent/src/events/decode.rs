@@ -5,13 +5,20 @@
 
 use std::mem::size_of;
 
-use agent_common::{DeleteOp, EventHeader, EventKind, RawDeletion, TaskInfo};
+use agent_common::{
+    block::{split_dev, RawBlockOpen, RawBlockWrite},
+    event::{AUDIT_UNSET, TASK_FLAG_KTHREAD},
+    fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, TruncateOp, SIZE_UNKNOWN},
+    path::RawPath,
+    process::{RawExec, RawExit, RawFork},
+    EventHeader, EventKind, TaskInfo,
+};
 
-use super::{path, BootClock, Deletion, Event, Outcome, Process};
+use super::{path, Argv, BootClock, Device, Event, EventBody, Outcome, Task};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {got} bytes is shorter than {need} bytes for {what}")]
+    #[error("record of {got} bytes is shorter than the {need} bytes its {what} needs")]
     Short {
         what: &'static str,
         need: usize,
@@ -19,45 +26,160 @@ pub enum DecodeError {
     },
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
-    #[error("unknown deletion op {0}")]
-    UnknownOp(u32),
+    #[error("unknown {what} op {op}")]
+    UnknownOp { what: &'static str, op: u32 },
 }
 
 /// Decodes one record.
 pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
-    let header: EventHeader = read(record, "header")?;
-    match EventKind::from_u32(header.kind) {
-        Some(EventKind::Deletion) => decode_deletion(record, clock).map(Event::Deletion),
-        None => Err(DecodeError::UnknownKind(header.kind)),
-    }
-}
-
-fn decode_deletion(record: &[u8], clock: &BootClock) -> Result<Deletion, DecodeError> {
-    let raw: RawDeletion = read(record, "deletion")?;
-    let op = DeleteOp::from_u32(raw.op).ok_or(DecodeError::UnknownOp(raw.op))?;
-    let end = size_of::<RawDeletion>() + raw.name_len as usize + raw.dir_len as usize;
-    let body = record
-        .get(size_of::<RawDeletion>()..end)
-        .ok_or(DecodeError::Short {
-            what: "deletion path",
-            need: end,
-            got: record.len(),
-        })?;
-    let (name, dir) = body.split_at(raw.name_len as usize);
-    let (path, path_complete) = path::assemble(name, dir, raw.path_flags);
-    Ok(Deletion {
-        time: clock.wall_time(raw.task.boot_ns),
-        op,
-        path,
-        path_complete,
-        outcome: Outcome::from_ret(raw.ret),
-        process: process(&raw.task),
+    let header: EventHeader = fixed(record, "header")?;
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let (task, body) = match kind {
+        EventKind::Deletion => {
+            let (raw, mut data) = split::<RawDeletion>(record)?;
+            let op = DeleteOp::from_u32(raw.op).ok_or(DecodeError::UnknownOp {
+                what: "deletion",
+                op: raw.op,
+            })?;
+            let (path, path_complete) = data.path(&raw.path)?;
+            (
+                raw.task,
+                EventBody::Deletion {
+                    op,
+                    path,
+                    path_complete,
+                    outcome: Outcome::from_ret(raw.ret),
+                },
+            )
+        }
+        EventKind::Rename => {
+            let (raw, mut data) = split::<RawRename>(record)?;
+            let (from, from_complete) = data.path(&raw.from)?;
+            let (to, to_complete) = data.path(&raw.to)?;
+            let outcome = Outcome::from_ret(raw.ret);
+            (
+                raw.task,
+                EventBody::Rename {
+                    from,
+                    from_complete,
+                    to,
+                    to_complete,
+                    flags: raw.flags,
+                    outcome,
+                },
+            )
+        }
+        EventKind::Truncate => {
+            let (raw, mut data) = split::<RawTruncate>(record)?;
+            let op = TruncateOp::from_u32(raw.op).ok_or(DecodeError::UnknownOp {
+                what: "truncate",
+                op: raw.op,
+            })?;
+            let (path, path_complete) = data.path(&raw.path)?;
+            let size_before = (raw.size_before != SIZE_UNKNOWN).then_some(raw.size_before.max(0) as u64);
+            let outcome = Outcome::from_ret(raw.ret);
+            (
+                raw.task,
+                EventBody::Truncate {
+                    op,
+                    path,
+                    path_complete,
+                    length: raw.length,
+                    size_before,
+                    outcome,
+                },
+            )
+        }
+        EventKind::Exec => {
+            let (raw, mut data) = split::<RawExec>(record)?;
+            let argv = Argv::parse(data.take(raw.argv_len as usize, "argv")?, raw.argv_total);
+            let (exe, exe_complete) = data.path(&raw.exe)?;
+            (
+                raw.task,
+                EventBody::Exec {
+                    exe,
+                    exe_complete,
+                    argv,
+                },
+            )
+        }
+        EventKind::Fork => {
+            let (raw, _) = split::<RawFork>(record)?;
+            (
+                raw.task,
+                EventBody::Fork {
+                    child_pid: raw.child_pid,
+                    child_start_ns: raw.child_start_ns,
+                },
+            )
+        }
+        EventKind::Exit => {
+            let (raw, _) = split::<RawExit>(record)?;
+            let signal = (raw.exit_code & 0x7f) as u8;
+            let status = ((raw.exit_code >> 8) & 0xff) as u8;
+            let body = if signal != 0 {
+                EventBody::Exit {
+                    status: None,
+                    signal: Some(signal),
+                }
+            } else {
+                EventBody::Exit {
+                    status: Some(status),
+                    signal: None,
+                }
+            };
+            (raw.task, body)
+        }
+        EventKind::BlockOpen => {
+            let (raw, mut data) = split::<RawBlockOpen>(record)?;
+            let (path, path_complete) = data.path(&raw.path)?;
+            let outcome = Outcome::from_ret(raw.ret);
+            (
+                raw.task,
+                EventBody::BlockOpen {
+                    device: device(raw.dev),
+                    path,
+                    path_complete,
+                    flags: raw.flags,
+                    outcome,
+                },
+            )
+        }
+        EventKind::BlockWrite => {
+            let (raw, _) = split::<RawBlockWrite>(record)?;
+            (
+                raw.task,
+                EventBody::BlockWrite {
+                    device: device(raw.dev),
+                    offset: raw.offset,
+                    bytes: raw.ret.max(0) as u64,
+                    requested: raw.requested,
+                    fd: raw.fd,
+                    outcome: Outcome::from_ret(raw.ret),
+                },
+            )
+        }
+    };
+    Ok(Event {
+        time: clock.wall_time(task.boot_ns),
+        body,
+        process: self::task(&task),
     })
 }
 
-fn process(task: &TaskInfo) -> Process {
+fn device(dev: u32) -> Device {
+    let (major, minor) = split_dev(dev);
+    Device {
+        major,
+        minor,
+        name: None,
+    }
+}
+
+fn task(task: &TaskInfo) -> Task {
     let comm_len = task.comm.iter().position(|&b| b == 0).unwrap_or(task.comm.len());
-    Process {
+    let audit = |v: u32| (v != AUDIT_UNSET).then_some(v);
+    Task {
         pid: task.pid,
         tid: task.tid,
         ppid: task.ppid,
@@ -65,11 +187,45 @@ fn process(task: &TaskInfo) -> Process {
         gid: task.gid,
         comm: task.comm[..comm_len].to_vec(),
         cgroup_id: task.cgroup_id,
+        start_ns: task.start_ns,
+        login_uid: audit(task.loginuid),
+        // The kernel counts audit sessions from 1; 0 is never a login.
+        audit_session: audit(task.audit_session).filter(|&s| s != 0),
+        pgid: task.pgid,
+        sid: task.sid,
+        kernel_thread: task.flags & TASK_FLAG_KTHREAD != 0,
     }
 }
 
+/// The record's data area, consumed front to back.
+struct Data<'a>(&'a [u8]);
+
+impl<'a> Data<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let (head, rest) = self.0.split_at_checked(n).ok_or(DecodeError::Short {
+            what,
+            need: n,
+            got: self.0.len(),
+        })?;
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn path(&mut self, raw: &RawPath) -> Result<(Vec<u8>, bool), DecodeError> {
+        let bytes = self.take(raw.len(), "path")?;
+        let (name, dir) = bytes.split_at(raw.name_len as usize);
+        Ok(path::assemble(name, dir, raw.flags))
+    }
+}
+
+/// The fixed part `T` of a record and its data area.
+fn split<T: Copy>(record: &[u8]) -> Result<(T, Data<'_>), DecodeError> {
+    let raw = fixed::<T>(record, std::any::type_name::<T>())?;
+    Ok((raw, Data(&record[size_of::<T>()..])))
+}
+
 /// Copies a `#[repr(C)]` plain-data struct out of the front of `record`.
-fn read<T: Copy>(record: &[u8], what: &'static str) -> Result<T, DecodeError> {
+fn fixed<T: Copy>(record: &[u8], what: &'static str) -> Result<T, DecodeError> {
     if record.len() < size_of::<T>() {
         return Err(DecodeError::Short {
             what,
@@ -86,42 +242,60 @@ fn read<T: Copy>(record: &[u8], what: &'static str) -> Result<T, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_common::{deletion::PATH_FLAG_DIR_RESOLVED, COMM_LEN};
+    use agent_common::{path::PATH_FLAG_DIR_RESOLVED, COMM_LEN};
     use nix::errno::Errno;
 
-    fn raw_deletion(name: &[u8], dir: &[u8], ret: i64) -> Vec<u8> {
+    fn task_info() -> TaskInfo {
         let mut comm = [0u8; COMM_LEN];
         comm[..2].copy_from_slice(b"rm");
+        TaskInfo {
+            boot_ns: 1_000,
+            start_ns: 500,
+            cgroup_id: 7,
+            tid: 11,
+            pid: 10,
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            loginuid: 1000,
+            audit_session: 3,
+            pgid: 10,
+            sid: 9,
+            flags: 0,
+            comm,
+        }
+    }
+
+    fn bytes_of<T>(raw: &T) -> &[u8] {
+        // SAFETY: plain-data struct viewed as bytes.
+        unsafe { std::slice::from_raw_parts((raw as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    fn header(kind: EventKind, len: usize) -> EventHeader {
+        EventHeader {
+            kind: kind as u32,
+            len: len as u32,
+        }
+    }
+
+    fn raw_deletion(name: &[u8], dir: &[u8], ret: i64) -> Vec<u8> {
         let raw = RawDeletion {
-            header: EventHeader {
-                kind: EventKind::Deletion as u32,
-                len: (size_of::<RawDeletion>() + name.len() + dir.len()) as u32,
-            },
-            task: TaskInfo {
-                boot_ns: 1_000,
-                cgroup_id: 7,
-                tid: 11,
-                pid: 10,
-                ppid: 1,
-                uid: 1000,
-                gid: 1000,
-                _pad: 0,
-                comm,
-            },
+            header: header(
+                EventKind::Deletion,
+                size_of::<RawDeletion>() + name.len() + dir.len(),
+            ),
+            task: task_info(),
             ret,
             op: DeleteOp::Unlinkat as u32,
-            path_flags: PATH_FLAG_DIR_RESOLVED,
-            name_len: name.len() as u32,
-            dir_len: dir.len() as u32,
+            _pad: 0,
+            path: RawPath {
+                name_len: name.len() as u32,
+                dir_len: dir.len() as u32,
+                flags: PATH_FLAG_DIR_RESOLVED,
+                _pad: 0,
+            },
         };
-        // SAFETY: plain-data struct viewed as bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&raw as *const RawDeletion).cast::<u8>(),
-                size_of::<RawDeletion>(),
-            )
-        };
-        [bytes, name, dir].concat()
+        [bytes_of(&raw), name, dir].concat()
     }
 
     fn clock() -> BootClock {
@@ -129,21 +303,145 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_deletion() {
-        let Event::Deletion(d) = decode(&raw_deletion(b"f", b"tmp\0", 0), &clock()).unwrap();
-        assert_eq!(d.path, b"/tmp/f");
-        assert_eq!(d.outcome, Outcome::Success);
-        assert_eq!(d.process.comm, b"rm");
-        assert_eq!((d.process.pid, d.process.tid, d.process.uid), (10, 11, 1000));
+    fn decodes_a_deletion_with_its_session_fields() {
+        let event = decode(&raw_deletion(b"f", b"tmp\0", 0), &clock()).unwrap();
+        let EventBody::Deletion { path, outcome, .. } = &event.body else {
+            panic!("{event:?}")
+        };
+        assert_eq!(path, b"/tmp/f");
+        assert_eq!(*outcome, Outcome::Success);
+        let p = &event.process;
+        assert_eq!(p.comm, b"rm");
+        assert_eq!((p.pid, p.tid, p.uid, p.pgid, p.sid), (10, 11, 1000, 10, 9));
+        assert_eq!((p.login_uid, p.audit_session), (Some(1000), Some(3)));
+    }
+
+    #[test]
+    fn unset_audit_fields_mean_no_login() {
+        let mut record = raw_deletion(b"/f", b"", 0);
+        let mut raw: RawDeletion = fixed(&record, "t").unwrap();
+        raw.task.loginuid = AUDIT_UNSET;
+        raw.task.audit_session = AUDIT_UNSET;
+        record[..size_of::<RawDeletion>()].copy_from_slice(bytes_of(&raw));
+        let event = decode(&record, &clock()).unwrap();
+        assert_eq!(
+            (event.process.login_uid, event.process.audit_session),
+            (None, None)
+        );
     }
 
     #[test]
     fn failure_carries_errno() {
-        let Event::Deletion(d) = decode(&raw_deletion(b"/f", b"", -2), &clock()).unwrap();
-        assert_eq!(d.outcome, Outcome::Failed(Errno::ENOENT));
-        let json = serde_json::to_value(Event::Deletion(d)).unwrap();
+        let event = decode(&raw_deletion(b"/f", b"", -2), &clock()).unwrap();
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "deletion");
         assert_eq!(json["result"], "ENOENT");
         assert_eq!(json["errno"], 2);
+        assert_eq!(json["process"]["pid"], 10);
+        let EventBody::Deletion { outcome, .. } = event.body else {
+            panic!()
+        };
+        assert_eq!(outcome, Outcome::Failed(Errno::ENOENT));
+    }
+
+    #[test]
+    fn decodes_a_rename_with_two_paths() {
+        let from = b"old\0d\0";
+        let to = b"/abs/new";
+        let raw = RawRename {
+            header: header(EventKind::Rename, size_of::<RawRename>() + from.len() + to.len()),
+            task: task_info(),
+            ret: 0,
+            flags: 0,
+            _pad: 0,
+            from: RawPath {
+                name_len: 3,
+                dir_len: 3,
+                flags: PATH_FLAG_DIR_RESOLVED,
+                _pad: 0,
+            },
+            to: RawPath {
+                name_len: to.len() as u32,
+                dir_len: 0,
+                flags: 0,
+                _pad: 0,
+            },
+        };
+        let record = [bytes_of(&raw), from, to].concat();
+        let event = decode(&record, &clock()).unwrap();
+        let EventBody::Rename { from, to, .. } = event.body else {
+            panic!()
+        };
+        assert_eq!(
+            (from.as_slice(), to.as_slice()),
+            (&b"/d/old"[..], &b"/abs/new"[..])
+        );
+    }
+
+    #[test]
+    fn decodes_an_exec_with_argv_then_exe() {
+        let argv = b"dd\0if=/dev/zero\0";
+        let exe = b"dd\0bin\0usr\0";
+        let raw = RawExec {
+            header: header(EventKind::Exec, 0),
+            task: task_info(),
+            argv_len: argv.len() as u32,
+            argv_total: argv.len() as u32,
+            exe: RawPath {
+                name_len: 0,
+                dir_len: exe.len() as u32,
+                flags: PATH_FLAG_DIR_RESOLVED,
+                _pad: 0,
+            },
+        };
+        let record = [bytes_of(&raw), argv, exe].concat();
+        let event = decode(&record, &clock()).unwrap();
+        let EventBody::Exec { exe, argv, .. } = event.body else {
+            panic!()
+        };
+        assert_eq!(exe, b"/usr/bin/dd");
+        assert_eq!(argv.argv, [b"dd".to_vec(), b"if=/dev/zero".to_vec()]);
+    }
+
+    #[test]
+    fn exit_by_signal_and_by_status() {
+        for (code, status, signal) in [(9u32, None, Some(9)), (3 << 8, Some(3), None)] {
+            let raw = RawExit {
+                header: header(EventKind::Exit, 96),
+                task: task_info(),
+                exit_code: code,
+                _pad: 0,
+            };
+            let event = decode(bytes_of(&raw), &clock()).unwrap();
+            let EventBody::Exit { status: s, signal: g } = event.body else {
+                panic!()
+            };
+            assert_eq!((s, g), (status, signal));
+        }
+    }
+
+    #[test]
+    fn block_write_device_numbers() {
+        let raw = RawBlockWrite {
+            header: header(EventKind::BlockWrite, 120),
+            task: task_info(),
+            ret: 4096,
+            offset: 8192,
+            requested: 4096,
+            dev: (7 << 20) | 3,
+            fd: 1,
+        };
+        let event = decode(bytes_of(&raw), &clock()).unwrap();
+        let EventBody::BlockWrite {
+            device,
+            bytes,
+            offset,
+            ..
+        } = event.body
+        else {
+            panic!()
+        };
+        assert_eq!((device.major, device.minor, bytes, offset), (7, 3, 4096, 8192));
     }
 
     #[test]

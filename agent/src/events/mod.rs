@@ -7,39 +7,161 @@ mod path;
 
 use std::time::SystemTime;
 
-use agent_common::DeleteOp;
+use agent_common::fs::{DeleteOp, TruncateOp};
 use nix::errno::Errno;
 use serde::{Serialize, Serializer};
 
 pub use clock::BootClock;
 pub use decode::{decode, DecodeError};
 
+use crate::escape;
+
 /// One decoded record from the probes.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    Deletion(Deletion),
-}
-
-/// A file or directory removed (or an attempt that failed).
-#[derive(Debug, Clone, Serialize)]
-pub struct Deletion {
+pub struct Event {
     #[serde(serialize_with = "serialize_time")]
     pub time: SystemTime,
-    #[serde(serialize_with = "serialize_op")]
-    pub op: DeleteOp,
-    /// Absolute path as seen from the process's root directory.
-    #[serde(serialize_with = "crate::escape::serialize")]
-    pub path: Vec<u8>,
-    /// False when the kernel could not rebuild the whole path (name unreadable,
-    /// directory deeper than the probe walks): `path` is then a suffix.
-    pub path_complete: bool,
     #[serde(flatten)]
-    pub outcome: Outcome,
-    pub process: Process,
+    pub body: EventBody,
+    /// The process that did it (for `fork`, the parent).
+    pub process: Task,
 }
 
-/// The syscall's result.
+/// What happened. Paths are absolute as seen from the process's root; a
+/// `*_complete: false` path is only a suffix (see [`path`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A file or directory removed (or an attempt that failed).
+    Deletion {
+        #[serde(serialize_with = "serialize_delete_op")]
+        op: DeleteOp,
+        #[serde(serialize_with = "escape::serialize")]
+        path: Vec<u8>,
+        path_complete: bool,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// A rename; `to` may have existed and been replaced.
+    Rename {
+        #[serde(serialize_with = "escape::serialize")]
+        from: Vec<u8>,
+        from_complete: bool,
+        #[serde(serialize_with = "escape::serialize")]
+        to: Vec<u8>,
+        to_complete: bool,
+        /// `renameat2` flags.
+        flags: u32,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// A file cut short.
+    Truncate {
+        #[serde(serialize_with = "serialize_truncate_op")]
+        op: TruncateOp,
+        #[serde(serialize_with = "escape::serialize")]
+        path: Vec<u8>,
+        path_complete: bool,
+        length: i64,
+        /// Size before, where the probe could read it.
+        size_before: Option<u64>,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// A program started (after a successful `execve`/`execveat`).
+    Exec {
+        #[serde(serialize_with = "escape::serialize")]
+        exe: Vec<u8>,
+        exe_complete: bool,
+        #[serde(flatten)]
+        argv: Argv,
+    },
+    /// A new process.
+    Fork { child_pid: u32, child_start_ns: u64 },
+    /// A process ended.
+    Exit {
+        /// Exit status when it exited normally.
+        status: Option<u8>,
+        /// The signal that killed it.
+        signal: Option<u8>,
+    },
+    /// A block device opened for writing.
+    BlockOpen {
+        device: Device,
+        #[serde(serialize_with = "escape::serialize")]
+        path: Vec<u8>,
+        path_complete: bool,
+        /// `open` flags.
+        flags: u32,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// A write syscall on a block device.
+    BlockWrite {
+        device: Device,
+        /// Byte offset on the device.
+        offset: u64,
+        /// Bytes written (0 when the write failed).
+        bytes: u64,
+        /// Bytes asked for; 0 for vectored writes.
+        requested: u64,
+        fd: u32,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+}
+
+/// A block device, by number; `name` is filled in by attribution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub major: u32,
+    pub minor: u32,
+    pub name: Option<String>,
+}
+
+/// The arguments of an exec, bounded: at most [`Argv::MAX_ARGS`] arguments of
+/// at most [`Argv::MAX_ARG_BYTES`] each, from at most 4 KiB read in the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Argv {
+    #[serde(serialize_with = "serialize_args")]
+    pub argv: Vec<Vec<u8>>,
+    /// Something was cut: arguments, or bytes of one.
+    pub argv_truncated: bool,
+    /// Size of the whole argument area in the process.
+    pub argv_bytes: u32,
+}
+
+impl Argv {
+    pub const MAX_ARGS: usize = 64;
+    pub const MAX_ARG_BYTES: usize = 1024;
+
+    /// Splits the NUL-separated argument area, applying the bounds.
+    pub fn parse(area: &[u8], total: u32) -> Argv {
+        let mut truncated = (area.len() as u64) < u64::from(total);
+        let area = area.strip_suffix(&[0]).unwrap_or(area);
+        let mut argv = Vec::new();
+        for arg in area.split(|&b| b == 0) {
+            if argv.len() == Self::MAX_ARGS {
+                truncated = true;
+                break;
+            }
+            if arg.len() > Self::MAX_ARG_BYTES {
+                truncated = true;
+            }
+            argv.push(arg[..arg.len().min(Self::MAX_ARG_BYTES)].to_vec());
+        }
+        if area.is_empty() {
+            argv.clear();
+        }
+        Argv {
+            argv,
+            argv_truncated: truncated,
+            argv_bytes: total,
+        }
+    }
+}
+
+/// A syscall's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
@@ -54,6 +176,10 @@ impl Outcome {
         } else {
             Outcome::Failed(Errno::from_raw(i32::try_from(-ret).unwrap_or(i32::MAX)))
         }
+    }
+
+    pub fn is_success(self) -> bool {
+        self == Outcome::Success
     }
 }
 
@@ -75,23 +201,80 @@ impl Serialize for Outcome {
     }
 }
 
-/// The process that made the syscall, as the kernel saw it then.
-#[derive(Debug, Clone, Serialize)]
-pub struct Process {
+/// The task that made the syscall, as the kernel saw it then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
-    #[serde(serialize_with = "crate::escape::serialize")]
+    #[serde(serialize_with = "escape::serialize")]
     pub comm: Vec<u8>,
     pub cgroup_id: u64,
+    /// Process start, nanoseconds since boot: with `pid`, a unique identity.
+    pub start_ns: u64,
+    /// Who logged in (`/proc/PID/loginuid`), if anyone.
+    pub login_uid: Option<u32>,
+    /// The audit (login) session (`/proc/PID/sessionid`), if any.
+    pub audit_session: Option<u32>,
+    /// Process group: the shell job.
+    pub pgid: u32,
+    /// POSIX session (`setsid`).
+    pub sid: u32,
+    pub kernel_thread: bool,
 }
 
 fn serialize_time<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_nanos(*time))
 }
 
-fn serialize_op<S: Serializer>(op: &DeleteOp, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_delete_op<S: Serializer>(op: &DeleteOp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(op.name())
+}
+
+fn serialize_truncate_op<S: Serializer>(op: &TruncateOp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(op.name())
+}
+
+fn serialize_args<S: Serializer>(args: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(args.iter().map(|a| escape::escape(a)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_splits_on_nul() {
+        let argv = Argv::parse(b"rm\0-rf\0/srv\0", 12);
+        assert_eq!(argv.argv, [b"rm".to_vec(), b"-rf".to_vec(), b"/srv".to_vec()]);
+        assert!(!argv.argv_truncated);
+    }
+
+    #[test]
+    fn argv_cut_in_the_kernel_is_flagged() {
+        let argv = Argv::parse(b"cp\0a\0b", 9000);
+        assert!(argv.argv_truncated);
+        assert_eq!(argv.argv_bytes, 9000);
+    }
+
+    #[test]
+    fn argv_bounds_count_and_length() {
+        let long = vec![b'x'; Argv::MAX_ARG_BYTES + 5];
+        let mut area = Vec::new();
+        for _ in 0..Argv::MAX_ARGS + 3 {
+            area.extend_from_slice(&long);
+            area.push(0);
+        }
+        let argv = Argv::parse(&area, area.len() as u32);
+        assert!(argv.argv_truncated);
+        assert_eq!(argv.argv.len(), Argv::MAX_ARGS);
+        assert!(argv.argv.iter().all(|a| a.len() == Argv::MAX_ARG_BYTES));
+    }
+
+    #[test]
+    fn empty_argv() {
+        assert!(Argv::parse(b"", 0).argv.is_empty());
+    }
 }

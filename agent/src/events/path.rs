@@ -1,6 +1,6 @@
 //! Joining the name and directory components a probe recorded into one path.
 
-use agent_common::deletion::{
+use agent_common::path::{
     PATH_FLAG_DIR_RESOLVED, PATH_FLAG_DIR_TRUNCATED, PATH_FLAG_NAME_TRUNCATED, PATH_FLAG_NAME_UNREADABLE,
 };
 

@@ -51,11 +51,33 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
             }),
         }
     };
+    // signal_struct.pids[] is indexed by `enum pid_type`; pid.numbers[0] is
+    // the initial namespace's number.
+    const PIDTYPE_PGID: u32 = 2;
+    const PIDTYPE_SID: u32 = 3;
+    let pids = field("signal_struct", "pids")?;
+    let pid_nr = field("pid", "numbers")? + field("upid", "nr")?;
     Ok(KernelOffsets {
-        task_real_parent: field("task_struct", "real_parent")?,
+        task_pid: field("task_struct", "pid")?,
         task_tgid: field("task_struct", "tgid")?,
+        task_real_parent: field("task_struct", "real_parent")?,
+        task_group_leader: field("task_struct", "group_leader")?,
+        task_start_boottime: field("task_struct", "start_boottime")?,
+        task_flags: field("task_struct", "flags")?,
+        task_exit_code: field("task_struct", "exit_code")?,
         task_fs: field("task_struct", "fs")?,
         task_files: field("task_struct", "files")?,
+        task_mm: field("task_struct", "mm")?,
+        task_signal: field("task_struct", "signal")?,
+        // Absent without CONFIG_AUDIT: 0 tells the probes there is no login session.
+        task_loginuid: field("task_struct", "loginuid").unwrap_or(0),
+        task_sessionid: field("task_struct", "sessionid").unwrap_or(0),
+        signal_pgid: pids + PIDTYPE_PGID * 8,
+        signal_sid: pids + PIDTYPE_SID * 8,
+        pid_nr,
+        mm_arg_start: field("mm_struct", "arg_start")?,
+        mm_arg_end: field("mm_struct", "arg_end")?,
+        mm_exe_file: field("mm_struct", "exe_file")?,
         fs_root_mnt: field("fs_struct", "root.mnt")?,
         fs_root_dentry: field("fs_struct", "root.dentry")?,
         fs_pwd_mnt: field("fs_struct", "pwd.mnt")?,
@@ -65,12 +87,44 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         fdt_fd: field("fdtable", "fd")?,
         file_path_mnt: field("file", "f_path.mnt")?,
         file_path_dentry: field("file", "f_path.dentry")?,
+        file_inode: field("file", "f_inode")?,
+        file_pos: field("file", "f_pos")?,
+        file_mode: field("file", "f_mode")?,
+        inode_mode: field("inode", "i_mode")?,
+        inode_rdev: field("inode", "i_rdev")?,
+        inode_size: field("inode", "i_size")?,
         dentry_parent: field("dentry", "d_parent")?,
         dentry_name: field("dentry", "d_name.name")?,
         vfsmount_root: field("vfsmount", "mnt_root")?,
         mount_vfsmount: field("mount", "mnt")?,
         mount_parent: field("mount", "mnt_parent")?,
         mount_mountpoint: field("mount", "mnt_mountpoint")?,
-        _pad: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolves against this machine's kernel: every field the probes read
+    /// exists, and a few offsets have the values the kernel's own layout fixes.
+    #[test]
+    fn resolves_every_offset_from_the_running_kernel() {
+        let o = kernel_offsets(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
+        assert_ne!(o.task_tgid, 0);
+        assert_ne!(o.mm_arg_start, 0);
+        assert_eq!(o.task_tgid, o.task_pid + 4, "tgid follows pid in task_struct");
+        assert_eq!(
+            o.fs_root_dentry,
+            o.fs_root_mnt + 8,
+            "struct path is {{mnt, dentry}}"
+        );
+        assert_eq!(o.signal_sid, o.signal_pgid + 8);
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = kernel_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
 }

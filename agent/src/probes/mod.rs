@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use agent_common::Counter;
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{Program, ProgramError, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use tracing::{debug, info};
@@ -20,14 +20,55 @@ use tracing::{debug, info};
 /// The probe object, or empty when the agent was built without `cargo xtask`.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/levee-probes.o"));
 
-/// Which program runs at which tracepoint. One program may serve several.
-const ATTACHMENTS: &[(&str, &str)] = &[
-    ("unlink_enter", "sys_enter_unlink"),
-    ("unlinkat_enter", "sys_enter_unlinkat"),
-    ("rmdir_enter", "sys_enter_rmdir"),
-    ("deletion_exit", "sys_exit_unlink"),
-    ("deletion_exit", "sys_exit_unlinkat"),
-    ("deletion_exit", "sys_exit_rmdir"),
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    /// `syscalls/<name>`.
+    Syscall(&'static str),
+    /// A classic tracepoint: category and name.
+    Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint, by name.
+    Raw(&'static str),
+}
+
+/// Every program and where it runs: the one registry of what Levee hooks.
+/// One program may serve several hooks (the exits of related syscalls).
+const ATTACHMENTS: &[(&str, Hook)] = &[
+    ("unlink_enter", Hook::Syscall("sys_enter_unlink")),
+    ("unlinkat_enter", Hook::Syscall("sys_enter_unlinkat")),
+    ("rmdir_enter", Hook::Syscall("sys_enter_rmdir")),
+    ("deletion_exit", Hook::Syscall("sys_exit_unlink")),
+    ("deletion_exit", Hook::Syscall("sys_exit_unlinkat")),
+    ("deletion_exit", Hook::Syscall("sys_exit_rmdir")),
+    ("rename_enter", Hook::Syscall("sys_enter_rename")),
+    ("renameat_enter", Hook::Syscall("sys_enter_renameat")),
+    ("renameat2_enter", Hook::Syscall("sys_enter_renameat2")),
+    ("rename_exit", Hook::Syscall("sys_exit_rename")),
+    ("rename_exit", Hook::Syscall("sys_exit_renameat")),
+    ("rename_exit", Hook::Syscall("sys_exit_renameat2")),
+    ("truncate_enter", Hook::Syscall("sys_enter_truncate")),
+    ("ftruncate_enter", Hook::Syscall("sys_enter_ftruncate")),
+    ("truncate_exit", Hook::Syscall("sys_exit_truncate")),
+    ("truncate_exit", Hook::Syscall("sys_exit_ftruncate")),
+    ("open_enter", Hook::Syscall("sys_enter_open")),
+    ("openat_enter", Hook::Syscall("sys_enter_openat")),
+    ("openat2_enter", Hook::Syscall("sys_enter_openat2")),
+    ("open_exit", Hook::Syscall("sys_exit_open")),
+    ("open_exit", Hook::Syscall("sys_exit_openat")),
+    ("open_exit", Hook::Syscall("sys_exit_openat2")),
+    ("write_enter", Hook::Syscall("sys_enter_write")),
+    ("pwrite64_enter", Hook::Syscall("sys_enter_pwrite64")),
+    ("writev_enter", Hook::Syscall("sys_enter_writev")),
+    ("pwritev_enter", Hook::Syscall("sys_enter_pwritev")),
+    ("pwritev_enter", Hook::Syscall("sys_enter_pwritev2")),
+    ("block_write_exit", Hook::Syscall("sys_exit_write")),
+    ("block_write_exit", Hook::Syscall("sys_exit_pwrite64")),
+    ("block_write_exit", Hook::Syscall("sys_exit_writev")),
+    ("block_write_exit", Hook::Syscall("sys_exit_pwritev")),
+    ("block_write_exit", Hook::Syscall("sys_exit_pwritev2")),
+    ("exec", Hook::Tracepoint("sched", "sched_process_exec")),
+    ("fork", Hook::Raw("sched_process_fork")),
+    ("exit", Hook::Tracepoint("sched", "sched_process_exit")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -42,15 +83,16 @@ pub enum ProbeError {
     Btf(#[from] btf::BtfError),
     #[error("loading the probe object failed (is BPF available in this kernel?): {0}")]
     Load(#[from] aya::EbpfError),
+
     #[error("the probe object has no program `{0}`")]
     MissingProgram(&'static str),
     #[error("the probe object has no map `{0}`")]
     MissingMap(&'static str),
-    #[error("program `{program}` at tracepoint syscalls/{tracepoint}: {source}")]
+    #[error("program `{program}` at {hook}: {source}")]
     Program {
         program: &'static str,
-        tracepoint: &'static str,
-        source: aya::programs::ProgramError,
+        hook: String,
+        source: ProgramError,
     },
     #[error("map `{name}`: {source}")]
     Map {
@@ -100,31 +142,16 @@ impl Probes {
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(PROBE_OBJECT)?;
-        for &(program, tracepoint) in ATTACHMENTS {
-            let prog: &mut TracePoint = ebpf
+        for &(program, hook) in ATTACHMENTS {
+            let prog = ebpf
                 .program_mut(program)
-                .ok_or(ProbeError::MissingProgram(program))?
-                .try_into()
-                .map_err(|source| ProbeError::Program {
-                    program,
-                    tracepoint,
-                    source,
-                })?;
-            // A program serving several tracepoints is loaded once.
-            if prog.fd().is_err() {
-                prog.load().map_err(|source| ProbeError::Program {
-                    program,
-                    tracepoint,
-                    source,
-                })?;
-            }
-            prog.attach("syscalls", tracepoint)
-                .map_err(|source| ProbeError::Program {
-                    program,
-                    tracepoint,
-                    source,
-                })?;
-            debug!(program, tracepoint, "attached");
+                .ok_or(ProbeError::MissingProgram(program))?;
+            attach(prog, hook).map_err(|source| ProbeError::Program {
+                program,
+                hook: format!("{hook:?}"),
+                source,
+            })?;
+            debug!(program, ?hook, "attached");
         }
         Ok(Self { ebpf })
     }
@@ -154,6 +181,47 @@ impl Probes {
         Ok(LossCounters { map })
     }
 }
+
+/// Loads `program` (once, however many hooks it serves) and attaches it.
+fn attach(prog: &mut Program, hook: Hook) -> Result<(), ProgramError> {
+    match hook {
+        Hook::Syscall(name) => loaded::<TracePoint>(prog)?.attach("syscalls", name).map(drop),
+        Hook::Tracepoint(category, name) => loaded::<TracePoint>(prog)?.attach(category, name).map(drop),
+        Hook::Raw(name) => loaded::<RawTracePoint>(prog)?.attach(name).map(drop),
+    }
+}
+
+/// A program of type `P`, loaded into the kernel if it was not yet.
+fn loaded<'p, P: Loadable>(prog: &'p mut Program) -> Result<&'p mut P, ProgramError>
+where
+    &'p mut P: TryFrom<&'p mut Program, Error = ProgramError>,
+{
+    let prog: &mut P = prog.try_into()?;
+    if !prog.is_loaded() {
+        prog.load_now()?;
+    }
+    Ok(prog)
+}
+
+/// The two program types Levee attaches, seen alike for loading.
+trait Loadable {
+    fn is_loaded(&self) -> bool;
+    fn load_now(&mut self) -> Result<(), ProgramError>;
+}
+
+macro_rules! loadable {
+    ($($t:ty),*) => {$(
+        impl Loadable for $t {
+            fn is_loaded(&self) -> bool {
+                self.fd().is_ok()
+            }
+            fn load_now(&mut self) -> Result<(), ProgramError> {
+                self.load()
+            }
+        }
+    )*};
+}
+loadable!(TracePoint, RawTracePoint);
 
 /// What the probes could not deliver, summed over CPUs.
 pub struct LossCounters {

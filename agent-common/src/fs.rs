@@ -1,0 +1,120 @@
+//! Destroying files through the filesystem: removal, rename over, truncation.
+
+use crate::{assert_record_layout, path::RawPath, EventHeader, TaskInfo};
+
+/// Which syscall removed the entry, as recorded in [`RawDeletion::op`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteOp {
+    Unlink = 1,
+    Unlinkat = 2,
+    /// `unlinkat` with `AT_REMOVEDIR`.
+    UnlinkatDir = 3,
+    Rmdir = 4,
+}
+
+impl DeleteOp {
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Unlink,
+            2 => Self::Unlinkat,
+            3 => Self::UnlinkatDir,
+            4 => Self::Rmdir,
+            _ => return None,
+        })
+    }
+
+    /// The syscall's name (`unlinkat_dir` for `unlinkat` with `AT_REMOVEDIR`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unlink => "unlink",
+            Self::Unlinkat => "unlinkat",
+            Self::UnlinkatDir => "unlinkat_dir",
+            Self::Rmdir => "rmdir",
+        }
+    }
+}
+
+/// A removal, recorded at syscall exit. Data: `path`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawDeletion {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    /// The syscall's return value: 0 or `-errno`.
+    pub ret: i64,
+    /// A [`DeleteOp`] as an integer.
+    pub op: u32,
+    pub _pad: u32,
+    pub path: RawPath,
+}
+assert_record_layout!(RawDeletion, 120);
+
+/// A rename (`rename`, `renameat`, `renameat2`), recorded at syscall exit.
+/// Data: `from`, then `to`.
+///
+/// Whether `to` existed before cannot be seen from a tracepoint; the agent
+/// treats a rename onto a protected path as a possible overwrite.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawRename {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    pub ret: i64,
+    /// `renameat2` flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, ...), else 0.
+    pub flags: u32,
+    pub _pad: u32,
+    pub from: RawPath,
+    pub to: RawPath,
+}
+assert_record_layout!(RawRename, 136);
+
+/// How a file was cut short, as recorded in [`RawTruncate::op`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TruncateOp {
+    Truncate = 1,
+    Ftruncate = 2,
+    /// `open`/`openat`/`openat2` with `O_TRUNC` of a regular file that existed.
+    OpenTrunc = 3,
+}
+
+impl TruncateOp {
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Truncate,
+            2 => Self::Ftruncate,
+            3 => Self::OpenTrunc,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Truncate => "truncate",
+            Self::Ftruncate => "ftruncate",
+            Self::OpenTrunc => "open_trunc",
+        }
+    }
+}
+
+/// `size_before` when the probe could not know it.
+pub const SIZE_UNKNOWN: i64 = -1;
+
+/// A truncation, recorded at syscall exit. Data: `path`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawTruncate {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    pub ret: i64,
+    /// The new length.
+    pub length: i64,
+    /// The size before, or [`SIZE_UNKNOWN`].
+    pub size_before: i64,
+    /// A [`TruncateOp`] as an integer.
+    pub op: u32,
+    pub _pad: u32,
+    pub path: RawPath,
+}
+assert_record_layout!(RawTruncate, 136);

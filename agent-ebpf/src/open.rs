@@ -1,0 +1,103 @@
+//! `open`, `openat`, `openat2` with intent to write: a block device opened for
+//! writing, or an existing regular file opened with `O_TRUNC`.
+//!
+//! Entry keeps only writing opens (most opens read), so the exit of an
+//! ordinary open costs one failed map lookup.
+
+use agent_common::{
+    block::RawBlockOpen,
+    fs::{RawTruncate, TruncateOp, SIZE_UNKNOWN},
+    EventKind, KernelOffsets,
+};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+
+use crate::{
+    files::{fd_file, Inode, S_IFBLK, S_IFREG},
+    kernel::read_u32,
+    maps::offsets,
+    record::Record,
+    syscall::{arg, remember, ret, take},
+    task,
+};
+
+/// From `<fcntl.h>`.
+const O_WRONLY: u64 = 0o1;
+const O_RDWR: u64 = 0o2;
+const O_TRUNC: u64 = 0o1000;
+/// `FMODE_CREATED` from `<linux/fs.h>`: this open created the file.
+const FMODE_CREATED: u32 = 1 << 20;
+
+#[tracepoint]
+pub fn open_enter(ctx: TracePointContext) -> u32 {
+    keep_if_writing(arg(&ctx, 1));
+    0
+}
+
+#[tracepoint]
+pub fn openat_enter(ctx: TracePointContext) -> u32 {
+    keep_if_writing(arg(&ctx, 2));
+    0
+}
+
+#[tracepoint]
+pub fn openat2_enter(ctx: TracePointContext) -> u32 {
+    // `struct open_how` starts with the u64 flags.
+    let how = arg(&ctx, 2) as *const u64;
+    keep_if_writing(unsafe { bpf_probe_read_user(how) }.unwrap_or(0));
+    0
+}
+
+#[inline(always)]
+fn keep_if_writing(flags: u64) {
+    if flags & (O_WRONLY | O_RDWR | O_TRUNC) != 0 {
+        // Opens are kept under `BlockOpen`; their exit decides what they were.
+        remember(EventKind::BlockOpen, 0, [flags, 0, 0, 0, 0]);
+    }
+}
+
+/// At `sys_exit_open`, `sys_exit_openat` and `sys_exit_openat2`.
+#[tracepoint]
+pub fn open_exit(ctx: TracePointContext) -> u32 {
+    let Some(call) = take(EventKind::BlockOpen) else { return 0 };
+    let fd = ret(&ctx);
+    if fd < 0 {
+        return 0;
+    }
+    let o = offsets();
+    let file = fd_file(task::current(), fd, &o);
+    let Some(inode) = Inode::of(file, &o) else { return 0 };
+    let flags = call.args[0];
+    match inode.file_type(&o) {
+        S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, &o),
+        S_IFREG if flags & O_TRUNC != 0 && read_u32(file, o.file_mode) & FMODE_CREATED == 0 => {
+            open_trunc(fd, file, &o)
+        }
+        _ => {}
+    }
+    0
+}
+
+#[inline(always)]
+fn block_open(fd: i64, flags: u64, file: u64, inode: Inode, o: &KernelOffsets) {
+    let Some(record) = Record::<RawBlockOpen>::start(EventKind::BlockOpen, o) else { return };
+    let path = record.push_file_path(file, o);
+    let fixed = record.fixed();
+    fixed.ret = fd;
+    fixed.dev = inode.rdev(o);
+    fixed.flags = flags as u32;
+    fixed.path = path;
+    record.submit();
+}
+
+#[inline(always)]
+fn open_trunc(fd: i64, file: u64, o: &KernelOffsets) {
+    let Some(record) = Record::<RawTruncate>::start(EventKind::Truncate, o) else { return };
+    let path = record.push_file_path(file, o);
+    let fixed = record.fixed();
+    fixed.ret = fd;
+    fixed.op = TruncateOp::OpenTrunc as u32;
+    fixed.length = 0;
+    fixed.size_before = SIZE_UNKNOWN;
+    fixed.path = path;
+    record.submit();
+}

@@ -1,0 +1,73 @@
+//! Process lifecycle: exec, fork (processes, not threads), exit (of the last
+//! thread).
+
+use agent_common::{
+    process::{RawExec, RawExit, RawFork, ARGV_CAP},
+    EventKind,
+};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+
+use crate::{
+    kernel::{read_u32, read_u64},
+    maps::offsets,
+    record::Record,
+    task,
+};
+
+/// `group_dead` in the `sched_process_exit` record.
+const EXIT_GROUP_DEAD: usize = 32;
+
+/// `sched/sched_process_exec`: the new program is in place and has not run.
+/// Its argv is read from the new memory image, so it is what the program sees.
+#[tracepoint]
+pub fn exec(_ctx: TracePointContext) -> u32 {
+    let o = offsets();
+    let Some(record) = Record::<RawExec>::start(EventKind::Exec, &o) else { return 0 };
+    let mm = read_u64(task::current(), o.task_mm);
+    let arg_start = read_u64(mm, o.mm_arg_start);
+    let total = read_u64(mm, o.mm_arg_end).saturating_sub(arg_start);
+    let want = if total > ARGV_CAP as u64 { ARGV_CAP } else { total as usize };
+    let argv_len = record.push_user_bytes(arg_start, want);
+    let exe_file = read_u64(mm, o.mm_exe_file);
+    let exe = if exe_file != 0 { record.push_file_path(exe_file, &o) } else { Default::default() };
+    let fixed = record.fixed();
+    fixed.argv_len = argv_len;
+    fixed.argv_total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
+    fixed.exe = exe;
+    record.submit();
+    0
+}
+
+/// `sched_process_fork(parent, child)` as a raw tracepoint: the classic one
+/// gives only thread ids, and threads are not processes.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn fork(ctx: RawTracePointContext) -> u32 {
+    let o = offsets();
+    let child: u64 = ctx.arg(1);
+    let child_pid = read_u32(child, o.task_pid);
+    if child_pid != read_u32(child, o.task_tgid) {
+        return 0;
+    }
+    let Some(record) = Record::<RawFork>::start(EventKind::Fork, &o) else { return 0 };
+    let fixed = record.fixed();
+    fixed.child_pid = child_pid;
+    fixed.child_start_ns = read_u64(child, o.task_start_boottime);
+    record.submit();
+    0
+}
+
+/// `sched/sched_process_exit`, reported only when the whole process is gone.
+#[tracepoint]
+pub fn exit(ctx: TracePointContext) -> u32 {
+    if unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0) == 0 {
+        return 0;
+    }
+    let o = offsets();
+    let Some(record) = Record::<RawExit>::start(EventKind::Exit, &o) else { return 0 };
+    record.fixed().exit_code = read_u32(task::current(), o.task_exit_code);
+    record.submit();
+    0
+}

@@ -1,0 +1,190 @@
+//! Building one ring-buffer record: a fixed part `T` (header, task, fields)
+//! followed by variable data (paths, argv), in a per-CPU scratch buffer, then
+//! sent with exactly the bytes used.
+//!
+//! Records are too large for the 512-byte BPF stack, and the ring buffer only
+//! reserves constant sizes, hence the scratch buffer and `bpf_ringbuf_output`.
+
+use core::marker::PhantomData;
+
+use agent_common::{
+    event::RECORD_HEAD_CAP,
+    path::{
+        RawPath, DATA_CAP, NAME_CAP, PATH_FLAG_DIR_RESOLVED, PATH_FLAG_DIR_TRUNCATED,
+        PATH_FLAG_NAME_TRUNCATED, PATH_FLAG_NAME_UNREADABLE,
+    },
+    Counter, EventHeader, EventKind, KernelOffsets, TaskInfo,
+};
+use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_user, bpf_probe_read_user_str},
+    macros::map,
+    maps::PerCpuArray,
+};
+
+use crate::{
+    maps::{count, EVENTS},
+    path::{self, PathRef},
+    task,
+};
+
+/// The fixed part, the data area, and slack for one name read at the data
+/// area's last offset.
+const SCRATCH_LEN: usize = RECORD_HEAD_CAP + DATA_CAP + NAME_CAP;
+const MASK: usize = DATA_CAP - 1;
+
+#[repr(C)]
+pub struct Scratch {
+    buf: [u8; SCRATCH_LEN],
+    /// Bytes of data written so far. In map memory on purpose: see
+    /// `path::write_components`.
+    end: u32,
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// A record of fixed part `T` being built.
+pub struct Record<T: 'static> {
+    scratch: *mut Scratch,
+    _fixed: PhantomData<T>,
+}
+
+impl<T: 'static> Record<T> {
+    /// Starts a record of `kind` about the current task.
+    #[inline(always)]
+    pub fn start(kind: EventKind, o: &KernelOffsets) -> Option<Self> {
+        let scratch = SCRATCH.get_ptr_mut(0)?;
+        let record = Record { scratch, _fixed: PhantomData };
+        record.set_end(0);
+        let head = record.head();
+        // SAFETY: every record type starts with EventHeader then TaskInfo
+        // (`assert_record_layout!`), and the buffer is larger than any of them.
+        unsafe {
+            (*head.cast::<EventHeader>()).kind = kind as u32;
+            task::fill(&mut *head.add(8).cast::<TaskInfo>(), o);
+        }
+        Some(record)
+    }
+
+    /// The fixed part, to fill in.
+    #[inline(always)]
+    pub fn fixed(&self) -> &mut T {
+        unsafe { &mut *self.head().cast::<T>() }
+    }
+
+    #[inline(always)]
+    fn head(&self) -> *mut u8 {
+        unsafe { (*self.scratch).buf.as_mut_ptr() }
+    }
+
+    /// Start of the data area.
+    #[inline(always)]
+    fn data(&self) -> *mut u8 {
+        unsafe { self.head().add(core::mem::size_of::<T>()) }
+    }
+
+    #[inline(always)]
+    fn end_ptr(&self) -> *mut u32 {
+        unsafe { &raw mut (*self.scratch).end }
+    }
+
+    #[inline(always)]
+    fn end(&self) -> usize {
+        unsafe { self.end_ptr().read_volatile() as usize }
+    }
+
+    #[inline(always)]
+    fn set_end(&self, end: usize) {
+        unsafe { self.end_ptr().write_volatile(end as u32) }
+    }
+
+    /// Appends a path named by the user: `name` as passed, plus, when it is
+    /// relative, the directory behind `dfd` (or the cwd for `AT_FDCWD`).
+    #[inline(always)]
+    pub fn push_user_path(&self, name: u64, dfd: i64, o: &KernelOffsets) -> RawPath {
+        let mut path = RawPath::default();
+        let start = self.end();
+        if start >= DATA_CAP {
+            path.flags = PATH_FLAG_NAME_UNREADABLE | PATH_FLAG_DIR_TRUNCATED;
+            return path;
+        }
+        let dst = unsafe { self.data().add(start & MASK) };
+        let read = unsafe { bpf_probe_read_user_str(dst.cast(), NAME_CAP as u32, name as *const _) };
+        if read <= 0 {
+            path.flags |= PATH_FLAG_NAME_UNREADABLE;
+            return path;
+        }
+        if read as usize == NAME_CAP {
+            path.flags |= PATH_FLAG_NAME_TRUNCATED;
+        }
+        let name_len = read as usize - 1;
+        path.name_len = name_len as u32;
+        self.set_end(start + name_len);
+        let first = unsafe { *dst };
+        if name_len == 0 || first == b'/' {
+            return path;
+        }
+        let task = task::current();
+        if let Some(dir) = path::dirfd_path(task, dfd, o) {
+            path.flags |= PATH_FLAG_DIR_RESOLVED | self.walk(dir, task, o);
+            path.dir_len = (self.end() - start - name_len) as u32;
+        }
+        path
+    }
+
+    /// Appends the path of an open file (all components, no name).
+    #[inline(always)]
+    pub fn push_file_path(&self, file: u64, o: &KernelOffsets) -> RawPath {
+        let start = self.end();
+        let flags = PATH_FLAG_DIR_RESOLVED | self.walk(path::file_path(file, o), task::current(), o);
+        RawPath {
+            name_len: 0,
+            dir_len: self.end().saturating_sub(start) as u32,
+            flags,
+            _pad: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn walk(&self, from: PathRef, task: u64, o: &KernelOffsets) -> u32 {
+        let root = path::task_root(task, o);
+        if path::write_components(from, root, self.data(), self.end_ptr(), o) {
+            PATH_FLAG_DIR_TRUNCATED
+        } else {
+            0
+        }
+    }
+
+    /// Appends up to `len` bytes of user memory (at most `NAME_CAP`). Returns
+    /// how many were appended.
+    #[inline(always)]
+    pub fn push_user_bytes(&self, src: u64, len: usize) -> u32 {
+        let start = self.end();
+        if start >= DATA_CAP || len == 0 {
+            return 0;
+        }
+        // Bounded for the verifier: the size must have a known maximum.
+        let len = if len > NAME_CAP { NAME_CAP } else { len };
+        let dst = unsafe { self.data().add(start & MASK) };
+        if unsafe { bpf_probe_read_user(dst.cast(), len as u32, src as *const _) } < 0 {
+            return 0;
+        }
+        self.set_end(start + len);
+        len as u32
+    }
+
+    /// Sends the record: the fixed part and the data written.
+    #[inline(always)]
+    pub fn submit(self) {
+        let mut len = core::mem::size_of::<T>() + self.end();
+        // Never true; it bounds `len` for the verifier.
+        if len > SCRATCH_LEN {
+            len = SCRATCH_LEN;
+        }
+        unsafe { (*self.head().cast::<EventHeader>()).len = len as u32 };
+        let bytes = unsafe { core::slice::from_raw_parts(self.head().cast_const(), len) };
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            count(Counter::RingBufferFull);
+        }
+    }
+}
