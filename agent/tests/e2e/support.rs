@@ -98,17 +98,40 @@ impl Agent {
     /// complete, or [`EVENT_TIMEOUT`] passes. Returns what was collected.
     pub fn deletions_under(&self, dir: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let prefix = dir.as_os_str().as_bytes();
+        self.collect(
+            |e| e["type"] == "deletion" && path_of(e).starts_with(prefix),
+            done,
+        )
+    }
+
+    /// Collects events for which `keep` holds until `done` says the set is
+    /// complete, or [`EVENT_TIMEOUT`] passes.
+    pub fn collect(&self, keep: impl Fn(&Value) -> bool, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + EVENT_TIMEOUT;
         let mut seen = Vec::new();
         while !done(&seen) {
             match self.next_line(deadline) {
-                Some(line) if line["type"] == "deletion" && path_of(&line).starts_with(prefix) => {
-                    seen.push(line)
-                }
+                Some(line) if keep(&line) => seen.push(line),
                 Some(_) => {}
                 None => break,
             }
         }
+        seen
+    }
+
+    /// Every event up to a marker deletion made now in `sandbox`: all that
+    /// happened before this call, for asserting that something did *not*.
+    pub fn everything_until_now(&self, sandbox: &Sandbox) -> Vec<Value> {
+        let marker = sandbox.path().join(".marker");
+        std::fs::write(&marker, b"").expect("write marker");
+        std::fs::remove_file(&marker).expect("remove marker");
+        let wanted = marker.as_os_str().as_bytes().to_vec();
+        let is_marker = |e: &Value| e["type"] == "deletion" && path_of(e) == wanted;
+        let seen = self.collect(|_| true, |seen| seen.last().is_some_and(is_marker));
+        assert!(
+            seen.last().is_some_and(is_marker),
+            "marker deletion never arrived"
+        );
         seen
     }
 
@@ -205,13 +228,81 @@ impl Sandbox {
 
 /// Runs `program args` in `cwd` to success; returns its pid.
 pub fn run_in(cwd: &Path, program: &str, args: &[&OsStr]) -> u32 {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
+    run(Command::new(program).args(args).current_dir(cwd))
+}
+
+/// Runs `command` to success; returns its pid.
+pub fn run(command: &mut Command) -> u32 {
+    let mut child = command
         .spawn()
-        .expect("spawn workload");
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
     let pid = child.id();
     let status = child.wait().expect("wait workload");
-    assert!(status.success(), "{program} {args:?} failed: {status}");
+    assert!(status.success(), "{command:?} failed: {status}");
     pid
+}
+
+/// A loop device over a sparse file in a sandbox: never a real disk.
+/// Detached when dropped.
+pub struct LoopDevice {
+    pub device: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn new(sandbox: &Sandbox, mib: u64) -> LoopDevice {
+        let backing = sandbox.path().join("disk.img");
+        let file = std::fs::File::create(&backing).expect("create backing file");
+        file.set_len(mib << 20).expect("size backing file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&backing)
+            .output()
+            .expect("run losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim());
+        LoopDevice { device }
+    }
+
+    /// `loop3` for `/dev/loop3`.
+    pub fn name(&self) -> String {
+        self.device
+            .file_name()
+            .expect("device name")
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+/// A filesystem mounted for one test, detached on drop.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    pub fn new(source: &Path, at: &Path, fstype: &str) -> Mount {
+        std::fs::create_dir_all(at).expect("mount point");
+        nix::mount::mount(
+            Some(source),
+            at,
+            Some(fstype),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap_or_else(|e| panic!("mount {fstype} {source:?} at {at:?}: {e}"));
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
 }

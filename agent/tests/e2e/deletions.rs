@@ -1,8 +1,6 @@
 //! Deletions seen by the real probes, end to end: kernel → ring buffer →
 //! decoder → `levee-agent run --json`. Needs root; see `support`.
 
-mod support;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::OsStr,
@@ -11,8 +9,8 @@ use std::{
     process::Command,
 };
 
+use crate::support::{path_of, run_in, Agent, Mount, Sandbox};
 use serde_json::Value;
-use support::{path_of, run_in, Agent, Sandbox};
 
 /// Every event's path, counting repeats.
 fn path_counts(events: &[Value]) -> BTreeMap<Vec<u8>, usize> {
@@ -172,7 +170,7 @@ fn relative_path_is_resolved_across_a_mount() {
     let sandbox = Sandbox::new();
     let mnt = sandbox.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let mount = TmpfsMount::new(&mnt);
+    let mount = Mount::new(Path::new("tmpfs"), &mnt, "tmpfs");
     std::fs::create_dir(mnt.join("inner")).unwrap();
     let file = mnt.join("inner/file");
     std::fs::write(&file, b"").unwrap();
@@ -280,27 +278,4 @@ fn ring_buffer_overflow_is_counted_not_silent() {
         received as u64 + dropped >= made.len() as u64,
         "received {received} + dropped {dropped}"
     );
-}
-
-/// A tmpfs mounted for one test, unmounted on drop.
-struct TmpfsMount(PathBuf);
-
-impl TmpfsMount {
-    fn new(at: &Path) -> TmpfsMount {
-        nix::mount::mount(
-            Some("tmpfs"),
-            at,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .expect("mount tmpfs");
-        TmpfsMount(at.to_path_buf())
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
 }

@@ -1,0 +1,291 @@
+//! Who did it: sessions, jobs, ancestry, exec argv, and the other ways to
+//! destroy data (block devices, rename, truncation).
+
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, process::Command};
+
+use serde_json::Value;
+
+use crate::support::{path_of, run, run_in, Agent, LoopDevice, Mount, Sandbox};
+
+fn by_pid(pid: u32) -> impl Fn(&Value) -> bool {
+    move |e: &Value| e["process"]["pid"] == pid
+}
+
+fn of_type<'a>(kind: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e: &Value| e["type"] == kind
+}
+
+#[test]
+fn a_one_millisecond_process_is_attributed_to_its_session_with_ancestry() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.path().join("f");
+    std::fs::write(&file, b"").unwrap();
+    let agent = Agent::start(&sandbox);
+
+    let pid = run_in(sandbox.path(), "rm", &[file.as_os_str()]);
+
+    let events = agent.deletions_under(&file, |seen| !seen.is_empty());
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    let own_sid = nix::unistd::getsid(None).unwrap().as_raw();
+    // The test runs with no audit session, in no container or unit: the
+    // POSIX session is what is left, never the unset audit id.
+    assert_eq!(e["process"]["audit_session"], Value::Null);
+    assert_eq!(e["session"]["key"], format!("sid:{own_sid}"));
+    let ancestry = e["ancestry"].as_array().unwrap();
+    assert_eq!(ancestry[0]["pid"], pid);
+    assert_eq!(
+        ancestry[0]["exe"], "/usr/bin/rm",
+        "exe from the exec event, not /proc"
+    );
+    assert_eq!(
+        ancestry[0]["argv"],
+        serde_json::json!(["rm", file.to_str().unwrap()])
+    );
+    assert_eq!(ancestry[1]["pid"], std::process::id(), "the parent is this test");
+    agent.stop();
+}
+
+#[test]
+fn a_login_like_session_is_recognised_with_its_user() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.path().join("f");
+    std::fs::write(&file, b"").unwrap();
+    let agent = Agent::start(&sandbox);
+
+    // setsid, then a login uid: the kernel starts a new audit session.
+    let script = format!("echo 65534 > /proc/self/loginuid && exec rm {}", file.display());
+    run(Command::new("setsid").args(["--wait", "sh", "-c", &script]));
+
+    let events = agent.deletions_under(&file, |seen| !seen.is_empty());
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    let audit = e["process"]["audit_session"].as_u64().expect("an audit session");
+    assert_eq!(e["process"]["login_uid"], 65534);
+    assert_eq!(e["session"]["key"], format!("login:{audit}"));
+    assert_eq!(e["session"]["login_user"], "nobody");
+    let sid = e["process"]["sid"].as_u64().unwrap();
+    assert_ne!(
+        sid,
+        u64::from(nix::unistd::getsid(None).unwrap().as_raw() as u32),
+        "setsid made a new session"
+    );
+    agent.stop();
+}
+
+#[test]
+fn find_exec_rm_is_one_session_and_one_job_across_many_processes() {
+    let sandbox = Sandbox::new();
+    let made = sandbox.tree("tree", 3, 40);
+    let files: Vec<_> = made.iter().filter(|p| p.is_file()).cloned().collect();
+    let agent = Agent::start(&sandbox);
+
+    run(Command::new("setsid")
+        .args(["--wait", "find", "tree", "-type", "f", "-exec", "rm", "{}", ";"])
+        .current_dir(sandbox.path()));
+
+    let events = agent.deletions_under(&made[0], |seen| seen.len() >= files.len());
+    assert_eq!(events.len(), files.len());
+    let pids: std::collections::BTreeSet<_> = events.iter().map(|e| e["process"]["pid"].as_u64()).collect();
+    assert_eq!(pids.len(), files.len(), "one rm process per file");
+    let keys: std::collections::BTreeSet<_> =
+        events.iter().map(|e| e["session"]["key"].to_string()).collect();
+    let jobs: std::collections::BTreeSet<_> = events.iter().map(|e| e["process"]["pgid"].as_u64()).collect();
+    assert_eq!(keys.len(), 1, "one session: {keys:?}");
+    assert_eq!(jobs.len(), 1, "one job: {jobs:?}");
+    // setsid forks, so find's pid is not the one we waited for; find leads
+    // the new session and every rm's ancestry ends at it.
+    for e in &events {
+        let ancestry = e["ancestry"].as_array().unwrap();
+        assert_eq!(ancestry[0]["comm"], "rm");
+        assert_eq!(ancestry.last().unwrap()["comm"], "find", "{ancestry:?}");
+        assert_eq!(ancestry.last().unwrap()["pid"], e["process"]["sid"]);
+    }
+    agent.stop();
+}
+
+/// `dd` to a loop device, buffered then direct: every byte attributed to dd,
+/// with the device named and the offsets covering what was written.
+#[test]
+fn dd_to_a_loop_device_is_a_raw_write_by_dd_buffered_and_direct() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 8);
+    let agent = Agent::start(&sandbox);
+    let of = format!("of={}", disk.device.display());
+
+    for (flag, count) in [(None, 16u64), (Some("oflag=direct"), 8)] {
+        let mut dd = Command::new("dd");
+        dd.args([
+            "if=/dev/zero",
+            &of,
+            "bs=64k",
+            &format!("count={count}"),
+            "status=none",
+        ]);
+        dd.args(flag);
+        let pid = run(&mut dd);
+
+        let expected = count * 64 * 1024;
+        let sum = |seen: &[Value]| seen.iter().map(|e| e["bytes"].as_u64().unwrap()).sum::<u64>();
+        let writes = agent.collect(
+            |e| by_pid(pid)(e) && of_type("block_write")(e),
+            |seen| sum(seen) >= expected,
+        );
+        assert_eq!(sum(&writes), expected, "{flag:?}: bytes written by dd");
+        for w in &writes {
+            assert_eq!(w["device"]["name"], disk.name());
+            assert_eq!(w["process"]["comm"], "dd");
+            assert_eq!(w["result"], "ok");
+        }
+        let end = writes
+            .iter()
+            .map(|w| w["offset"].as_u64().unwrap() + w["bytes"].as_u64().unwrap())
+            .max();
+        assert_eq!(end, Some(expected), "{flag:?}: offsets cover the range written");
+        assert_eq!(
+            writes.iter().map(|w| w["offset"].as_u64().unwrap()).min(),
+            Some(0)
+        );
+    }
+    agent.stop();
+}
+
+#[test]
+fn opening_a_block_device_for_writing_is_an_event() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 1);
+    let agent = Agent::start(&sandbox);
+
+    let pid = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!(": > {}", disk.device.display())));
+
+    let opens = agent.collect(
+        |e| by_pid(pid)(e) && of_type("block_open")(e),
+        |seen| !seen.is_empty(),
+    );
+    assert_eq!(opens.len(), 1);
+    assert_eq!(path_of(&opens[0]), disk.device.as_os_str().as_bytes());
+    assert_eq!(opens[0]["device"]["name"], disk.name());
+    let everything = agent.everything_until_now(&sandbox);
+    assert!(
+        !everything
+            .iter()
+            .any(|e| by_pid(pid)(e) && e["type"] == "truncate"),
+        "O_TRUNC on a device is not a file truncation"
+    );
+    agent.stop();
+}
+
+/// Writes to a file on a filesystem that lives on a loop device reach the
+/// device through the kernel (page cache, journal): not a user's raw write.
+#[test]
+fn file_writes_on_a_loop_mounted_filesystem_are_not_raw_device_writes() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 16);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk.device));
+    let mnt = sandbox.path().join("mnt");
+    let mount = Mount::new(&disk.device, &mnt, "ext4");
+    let agent = Agent::start(&sandbox);
+
+    let pid = run(Command::new("dd").args([
+        "if=/dev/zero",
+        &format!("of={}", mnt.join("file").display()),
+        "bs=64k",
+        "count=32",
+        "conv=fsync",
+        "status=none",
+    ]));
+    run(&mut Command::new("sync"));
+
+    let everything = agent.everything_until_now(&sandbox);
+    assert!(
+        everything.iter().any(by_pid(pid)),
+        "dd's own events arrived (its exec at least)"
+    );
+    let raw: Vec<_> = everything
+        .iter()
+        .filter(|e| matches!(e["type"].as_str(), Some("block_write" | "block_open")))
+        .filter(|e| e["device"]["name"] == disk.name())
+        .collect();
+    assert!(raw.is_empty(), "no raw device access expected: {raw:?}");
+    agent.stop();
+    drop(mount);
+}
+
+#[test]
+fn long_argv_is_captured_and_its_truncation_flagged() {
+    let sandbox = Sandbox::new();
+    let agent = Agent::start(&sandbox);
+    let args: Vec<String> = (0..100).map(|i| format!("{i:03}-{}", "a".repeat(200))).collect();
+
+    let pid = run(Command::new("/bin/true").args(&args));
+
+    let execs = agent.collect(|e| by_pid(pid)(e) && of_type("exec")(e), |seen| !seen.is_empty());
+    assert_eq!(execs.len(), 1);
+    let exec = &execs[0];
+    assert_eq!(exec["argv_truncated"], true);
+    let argv = exec["argv"].as_array().unwrap();
+    assert_eq!(argv[0], "/bin/true");
+    assert_eq!(argv[1], args[0].as_str());
+    assert_eq!(argv[10], args[9].as_str());
+    assert!(argv.len() < 101, "cut, not whole: {}", argv.len());
+    let total: usize = 10 + args.iter().map(|a| a.len() + 1).sum::<usize>();
+    assert_eq!(exec["argv_bytes"], total);
+    assert!(exec["exe"].as_str().unwrap().ends_with("/true"));
+    agent.stop();
+}
+
+#[test]
+fn rename_over_a_file_and_truncations_are_events() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path();
+    for name in ["victim", "replacement", "to-trunc", "to-redirect"] {
+        std::fs::write(dir.join(name), b"precious data").unwrap();
+    }
+    let agent = Agent::start(&sandbox);
+
+    let mv = run_in(
+        dir,
+        "mv",
+        &[OsStr::new("-f"), OsStr::new("replacement"), OsStr::new("victim")],
+    );
+    let truncate = run_in(
+        dir,
+        "truncate",
+        &[OsStr::new("-s"), OsStr::new("0"), OsStr::new("to-trunc")],
+    );
+    let shell = run(Command::new("sh")
+        .args(["-c", ": > to-redirect; : > brand-new"])
+        .current_dir(dir));
+
+    let rename = agent.collect(
+        |e| by_pid(mv)(e) && of_type("rename")(e),
+        |seen| seen.iter().any(|e| e["result"] == "ok"),
+    );
+    let ok = rename
+        .iter()
+        .find(|e| e["result"] == "ok")
+        .expect("a successful rename");
+    assert_eq!(ok["from"], dir.join("replacement").to_str().unwrap());
+    assert_eq!(ok["to"], dir.join("victim").to_str().unwrap());
+
+    let cut = agent.collect(
+        |e| by_pid(truncate)(e) && of_type("truncate")(e),
+        |seen| !seen.is_empty(),
+    );
+    assert_eq!(cut[0]["op"], "ftruncate");
+    assert_eq!(cut[0]["length"], 0);
+    assert_eq!(cut[0]["size_before"], 13);
+    assert_eq!(cut[0]["path"], dir.join("to-trunc").to_str().unwrap());
+
+    let everything = agent.everything_until_now(&sandbox);
+    let redirects: Vec<_> = everything
+        .iter()
+        .filter(|e| by_pid(shell)(e) && of_type("truncate")(e))
+        .collect();
+    assert_eq!(redirects.len(), 1, "only the existing file counts: {redirects:?}");
+    assert_eq!(redirects[0]["op"], "open_trunc");
+    assert_eq!(redirects[0]["path"], dir.join("to-redirect").to_str().unwrap());
+    agent.stop();
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `levee-agent` with the real probes in the
+//! kernel, real workloads in sandboxes (temp directories, tmpfs, loop
+//! devices). Run as root through `cargo xtask test`, one test at a time.
+
+mod attribution;
+mod deletions;
+mod support;
