@@ -32,6 +32,8 @@ pub enum EventKind {
     BlockOpen = 300,
     /// A write syscall on a block device: [`crate::block::RawBlockWrite`].
     BlockWrite = 301,
+    /// The in-kernel guard acted: [`crate::guard::RawGuard`].
+    Guard = 500,
 }
 
 impl EventKind {
@@ -45,6 +47,7 @@ impl EventKind {
             202 => Self::Exit,
             300 => Self::BlockOpen,
             301 => Self::BlockWrite,
+            500 => Self::Guard,
             _ => return None,
         })
     }

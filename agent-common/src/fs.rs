@@ -45,7 +45,9 @@ pub struct RawDeletion {
     pub ret: i64,
     /// A [`DeleteOp`] as an integer.
     pub op: u32,
-    pub _pad: u32,
+    /// The protected path class the guard counted it in (0: none), found
+    /// from the directory's inode while walking up.
+    pub class: u32,
     pub path: RawPath,
 }
 assert_record_layout!(RawDeletion, 120);

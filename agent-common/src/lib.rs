@@ -17,6 +17,7 @@ pub mod block;
 pub mod counters;
 pub mod event;
 pub mod fs;
+pub mod guard;
 pub mod offsets;
 pub mod path;
 pub mod process;
@@ -36,7 +37,14 @@ macro_rules! user_pod {
         )*
     };
 }
-user_pod!(KernelOffsets);
+user_pod!(
+    KernelOffsets,
+    guard::GuardConfig,
+    guard::SessionId,
+    guard::SessionCounts,
+    guard::Mark,
+    guard::DirKey,
+);
 
 /// Asserts at compile time that a record type starts with the common envelope,
 /// so the probes can fill it generically.

@@ -80,6 +80,22 @@ pub struct KernelOffsets {
     pub inode_rdev: u32,
     /// `inode.i_size`
     pub inode_size: u32,
+    /// `dentry.d_inode`
+    pub dentry_inode: u32,
+    /// `dentry.d_sb`
+    pub dentry_sb: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `linux_binprm.file`
+    pub bprm_file: u32,
+    /// `linux_binprm.executable` (the script, for `#!` programs; 0 on
+    /// kernels without it)
+    pub bprm_executable: u32,
+    pub _pad: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
     /// `dentry.d_parent`
     pub dentry_parent: u32,
     /// `dentry.d_name.name`
@@ -100,4 +116,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 192);

@@ -11,6 +11,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     files::{fd_file, Inode, S_IFBLK},
+    guard,
     kernel::read_u64,
     maps::offsets,
     record::Record,
@@ -53,8 +54,10 @@ fn keep_if_block_device(fd: u64, requested: u64, pos: Option<u64>) {
     if inode.file_type(&o) != S_IFBLK {
         return;
     }
+    let dev = inode.rdev(&o);
+    guard::check_device_write(dev);
     let offset = pos.unwrap_or_else(|| read_u64(file, o.file_pos));
-    remember(EventKind::BlockWrite, 0, [fd, requested, offset, inode.rdev(&o) as u64, 0]);
+    remember(EventKind::BlockWrite, 0, [fd, requested, offset, dev as u64, 0]);
 }
 
 /// At the exits of all five write syscalls.

@@ -3,12 +3,14 @@
 
 use agent_common::{
     fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, TruncateOp, SIZE_UNKNOWN},
+    guard::GuardHook,
     EventKind,
 };
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     files::{fd_file, Inode},
+    guard,
     maps::offsets,
     path::AT_FDCWD,
     record::Record,
@@ -22,18 +24,21 @@ const CWD: u64 = AT_FDCWD as u64;
 
 #[tracepoint]
 pub fn unlink_enter(ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::DestructiveCall);
     remember(EventKind::Deletion, DeleteOp::Unlink as u32, [CWD, arg(&ctx, 0), 0, 0, 0]);
     0
 }
 
 #[tracepoint]
 pub fn rmdir_enter(ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::DestructiveCall);
     remember(EventKind::Deletion, DeleteOp::Rmdir as u32, [CWD, arg(&ctx, 0), 0, 0, 0]);
     0
 }
 
 #[tracepoint]
 pub fn unlinkat_enter(ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::DestructiveCall);
     let op = if arg(&ctx, 2) & AT_REMOVEDIR != 0 { DeleteOp::UnlinkatDir } else { DeleteOp::Unlinkat };
     remember(EventKind::Deletion, op as u32, [int_arg(&ctx, 0) as u64, arg(&ctx, 1), 0, 0, 0]);
     0
@@ -46,22 +51,32 @@ pub fn deletion_exit(ctx: TracePointContext) -> u32 {
     let o = offsets();
     let Some(record) = Record::<RawDeletion>::start(EventKind::Deletion, &o) else { return 0 };
     let path = record.push_user_path(call.args[1], call.args[0] as i64, &o);
+    let class = record.class();
     let fixed = record.fixed();
     fixed.ret = ret(&ctx);
     fixed.op = call.op;
+    fixed.class = class;
     fixed.path = path;
+    let succeeded = fixed.ret == 0;
+    let subject = guard::Subject::of(&fixed.task);
+    // Sent first: the guard's own record reuses the scratch buffer.
     record.submit();
+    if succeeded {
+        guard::count_deletion(&subject, class);
+    }
     0
 }
 
 #[tracepoint]
 pub fn rename_enter(ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::DestructiveCall);
     remember(EventKind::Rename, 0, [CWD, arg(&ctx, 0), CWD, arg(&ctx, 1), 0]);
     0
 }
 
 #[tracepoint]
 pub fn renameat_enter(ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::DestructiveCall);
     let (old_dfd, new_dfd) = (int_arg(&ctx, 0) as u64, int_arg(&ctx, 2) as u64);
     remember(EventKind::Rename, 0, [old_dfd, arg(&ctx, 1), new_dfd, arg(&ctx, 3), 0]);
     0
@@ -69,6 +84,7 @@ pub fn renameat_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn renameat2_enter(ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::DestructiveCall);
     let (old_dfd, new_dfd) = (int_arg(&ctx, 0) as u64, int_arg(&ctx, 2) as u64);
     remember(EventKind::Rename, 0, [old_dfd, arg(&ctx, 1), new_dfd, arg(&ctx, 3), arg(&ctx, 4)]);
     0
@@ -93,6 +109,7 @@ pub fn rename_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn truncate_enter(ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::DestructiveCall);
     let length = arg(&ctx, 1);
     remember(EventKind::Truncate, TruncateOp::Truncate as u32, [CWD, arg(&ctx, 0), length, SIZE_UNKNOWN as u64, 0]);
     0
@@ -108,6 +125,7 @@ pub fn ftruncate_enter(ctx: TracePointContext) -> u32 {
     let Some(inode) = Inode::of(fd_file(task::current(), fd, &o), &o) else { return 0 };
     let size = inode.size(&o);
     if length < size {
+        guard::check_marked(GuardHook::DestructiveCall);
         remember(EventKind::Truncate, TruncateOp::Ftruncate as u32, [fd as u64, 0, length as u64, size as u64, 0]);
     }
     0

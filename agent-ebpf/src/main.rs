@@ -7,14 +7,15 @@
 //! Layout: `maps` (shared maps and globals), `kernel` and `task` (reading
 //! kernel memory), `files` (fd → file → inode), `path` (rebuilding paths),
 //! `record` (building a ring-buffer record), `syscall` (arguments kept from
-//! syscall entry to exit), then one module per probe family: `fs`, `open`,
-//! `block`, `process`.
+//! syscall entry to exit), `guard` (per-session limits and kills), then one
+//! module per probe family: `fs`, `open`, `block`, `process`.
 #![no_std]
 #![no_main]
 
 mod block;
 mod files;
 mod fs;
+mod guard;
 mod kernel;
 mod maps;
 mod open;

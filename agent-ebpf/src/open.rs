@@ -6,6 +6,7 @@
 
 use agent_common::{
     block::RawBlockOpen,
+    guard::GuardHook,
     fs::{RawTruncate, TruncateOp, SIZE_UNKNOWN},
     EventKind, KernelOffsets,
 };
@@ -13,6 +14,7 @@ use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::Trace
 
 use crate::{
     files::{fd_file, Inode, S_IFBLK, S_IFREG},
+    guard,
     kernel::read_u32,
     maps::offsets,
     record::Record,
@@ -49,6 +51,9 @@ pub fn openat2_enter(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn keep_if_writing(flags: u64) {
+    if flags & O_TRUNC != 0 {
+        guard::check_marked(GuardHook::DestructiveCall);
+    }
     if flags & (O_WRONLY | O_RDWR | O_TRUNC) != 0 {
         // Opens are kept under `BlockOpen`; their exit decides what they were.
         remember(EventKind::BlockOpen, 0, [flags, 0, 0, 0, 0]);

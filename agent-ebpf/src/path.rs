@@ -10,7 +10,7 @@
 use agent_common::{path::COMPONENT_CAP, path::DATA_CAP, KernelOffsets};
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
 
-use crate::{files::fd_file, kernel::read_u64};
+use crate::{files::fd_file, guard::dir_class, kernel::read_u64};
 
 /// A `struct path`: mount and dentry.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -69,14 +69,30 @@ pub fn dirfd_path(task: u64, dfd: i64, o: &KernelOffsets) -> Option<PathRef> {
 /// `data` at offset `*end`, each NUL-terminated, advancing `*end`. Returns whether
 /// the walk stopped before the root.
 ///
+/// The innermost protected path class met on the way up goes to `*class`
+/// (left alone if none).
+///
 /// `end` must point into map memory, on purpose: the verifier does not track
 /// map memory, so it re-enters each iteration as a fresh bounded scalar and
 /// loop states converge. Kept in a register, its range would differ on every
 /// iteration and the verifier would give up long before `MAX_DEPTH`.
 #[inline(always)]
-pub fn write_components(from: PathRef, root: PathRef, data: *mut u8, end: *mut u32, o: &KernelOffsets) -> bool {
+pub fn write_components(
+    from: PathRef,
+    root: PathRef,
+    data: *mut u8,
+    end: *mut u32,
+    class: *mut u32,
+    o: &KernelOffsets,
+) -> bool {
     let mut at = from;
     for _ in 0..MAX_DEPTH {
+        if unsafe { class.read_volatile() } == 0 {
+            let found = dir_class(at.dentry, o);
+            if found != 0 {
+                unsafe { class.write_volatile(found) };
+            }
+        }
         if at == root {
             return false;
         }

@@ -2,6 +2,7 @@
 //! thread).
 
 use agent_common::{
+    guard::GuardHook,
     process::{RawExec, RawExit, RawFork, ARGV_CAP},
     EventKind,
 };
@@ -11,11 +12,20 @@ use aya_ebpf::{
 };
 
 use crate::{
+    guard,
     kernel::{read_u32, read_u64},
     maps::offsets,
     record::Record,
     task,
 };
+
+/// `sys_enter_execve` and `sys_enter_execveat`: a marked session's process
+/// dies here, before the new program runs a single instruction.
+#[tracepoint]
+pub fn exec_enter(_ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::Exec);
+    0
+}
 
 /// `group_dead` in the `sched_process_exit` record.
 const EXIT_GROUP_DEAD: usize = 32;
@@ -41,6 +51,16 @@ pub fn exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `sched_process_exec(task, old_pid, bprm)` as a raw tracepoint, for the
+/// `linux_binprm`: allowlisted programs are recognised by inode here.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn exec_allowlist(ctx: RawTracePointContext) -> u32 {
+    let o = offsets();
+    let pid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    guard::exempt_if_allowlisted(ctx.arg(2), pid, &o);
+    0
+}
+
 /// `sched_process_fork(parent, child)` as a raw tracepoint: the classic one
 /// gives only thread ids, and threads are not processes.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -51,6 +71,7 @@ pub fn fork(ctx: RawTracePointContext) -> u32 {
     if child_pid != read_u32(child, o.task_tgid) {
         return 0;
     }
+    guard::inherit_exemption(read_u32(ctx.arg(0), o.task_tgid), child_pid);
     let Some(record) = Record::<RawFork>::start(EventKind::Fork, &o) else { return 0 };
     let fixed = record.fixed();
     fixed.child_pid = child_pid;
@@ -66,6 +87,7 @@ pub fn exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = offsets();
+    guard::forget_exemption((aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32);
     let Some(record) = Record::<RawExit>::start(EventKind::Exit, &o) else { return 0 };
     record.fixed().exit_code = read_u32(task::current(), o.task_exit_code);
     record.submit();

@@ -38,6 +38,8 @@ pub struct Scratch {
     /// Bytes of data written so far. In map memory on purpose: see
     /// `path::write_components`.
     end: u32,
+    /// Protected path class met by the last walk (0: none).
+    class: u32,
 }
 
 #[map]
@@ -56,6 +58,7 @@ impl<T: 'static> Record<T> {
         let scratch = SCRATCH.get_ptr_mut(0)?;
         let record = Record { scratch, _fixed: PhantomData };
         record.set_end(0);
+        unsafe { (&raw mut (*scratch).class).write_volatile(0) };
         let head = record.head();
         // SAFETY: every record type starts with EventHeader then TaskInfo
         // (`assert_record_layout!`), and the buffer is larger than any of them.
@@ -148,11 +151,18 @@ impl<T: 'static> Record<T> {
     #[inline(always)]
     fn walk(&self, from: PathRef, task: u64, o: &KernelOffsets) -> u32 {
         let root = path::task_root(task, o);
-        if path::write_components(from, root, self.data(), self.end_ptr(), o) {
+        let class = unsafe { &raw mut (*self.scratch).class };
+        if path::write_components(from, root, self.data(), self.end_ptr(), class, o) {
             PATH_FLAG_DIR_TRUNCATED
         } else {
             0
         }
+    }
+
+    /// The protected path class the walks of this record met, 0 if none.
+    #[inline(always)]
+    pub fn class(&self) -> u32 {
+        unsafe { (&raw const (*self.scratch).class).read_volatile() }
     }
 
     /// Appends up to `len` bytes of user memory (at most `NAME_CAP`). Returns

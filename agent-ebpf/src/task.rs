@@ -26,8 +26,8 @@ pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
     let task = current();
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    info.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    info.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    info.boot_ns = boot_ns();
+    info.cgroup_id = cgroup_id();
     info.tid = pid_tgid as u32;
     info.pid = (pid_tgid >> 32) as u32;
     info.uid = uid_gid as u32;
@@ -35,15 +35,38 @@ pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
     info.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     info.start_ns = read_u64(read_u64(task, o.task_group_leader), o.task_start_boottime);
     info.ppid = read_u32(read_u64(task, o.task_real_parent), o.task_tgid);
-    info.flags = if read_u32(task, o.task_flags) & PF_KTHREAD != 0 {
+    info.flags = flags(task, o);
+    // Offset 0 means the kernel has no audit fields: no login session.
+    info.loginuid = if o.task_loginuid != 0 { read_u32(task, o.task_loginuid) } else { AUDIT_UNSET };
+    (info.audit_session, info.sid) = audit_and_sid(task, o);
+    let signal = read_u64(task, o.task_signal);
+    info.pgid = read_u32(read_u64(signal, o.signal_pgid), o.pid_nr);
+}
+
+#[inline(always)]
+pub fn boot_ns() -> u64 {
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+#[inline(always)]
+pub fn cgroup_id() -> u64 {
+    unsafe { bpf_get_current_cgroup_id() }
+}
+
+/// `TASK_FLAG_*` bits of `task`.
+#[inline(always)]
+pub fn flags(task: u64, o: &KernelOffsets) -> u32 {
+    if read_u32(task, o.task_flags) & PF_KTHREAD != 0 {
         TASK_FLAG_KTHREAD
     } else {
         0
-    };
-    // Offset 0 means the kernel has no audit fields: no login session.
-    info.loginuid = if o.task_loginuid != 0 { read_u32(task, o.task_loginuid) } else { AUDIT_UNSET };
-    info.audit_session = if o.task_sessionid != 0 { read_u32(task, o.task_sessionid) } else { AUDIT_UNSET };
+    }
+}
+
+/// The audit session (or [`AUDIT_UNSET`]) and the POSIX session of `task`.
+#[inline(always)]
+pub fn audit_and_sid(task: u64, o: &KernelOffsets) -> (u32, u32) {
+    let audit = if o.task_sessionid != 0 { read_u32(task, o.task_sessionid) } else { AUDIT_UNSET };
     let signal = read_u64(task, o.task_signal);
-    info.pgid = read_u32(read_u64(signal, o.signal_pgid), o.pid_nr);
-    info.sid = read_u32(read_u64(signal, o.signal_sid), o.pid_nr);
+    (audit, read_u32(read_u64(signal, o.signal_sid), o.pid_nr))
 }

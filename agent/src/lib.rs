@@ -5,9 +5,13 @@
 //! ([`events`]) → process/session model ([`model`]) → output ([`output`]),
 //! driven by [`pipeline`].
 
+pub mod alert;
 pub mod escape;
 pub mod events;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod policy;
 pub mod probes;
+pub mod response;
+pub mod scoring;

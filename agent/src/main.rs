@@ -26,15 +26,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the probes and report every event until SIGINT or SIGTERM.
+    /// Load the probes, score, alert and (in enforce mode) stop destruction
+    /// until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Validate a policy file and print what is wrong with it, by line.
+    CheckPolicy {
+        /// The policy file.
+        path: PathBuf,
+    },
+    /// Print the shipped default policy (documented line by line).
+    DefaultPolicy,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Print one JSON object per event on stdout (logs stay on stderr).
+    /// Print one JSON object per event and alert on stdout (logs stay on
+    /// stderr). Without it, alerts are logged; events at debug level.
     #[arg(long)]
     json: bool,
+    /// Policy file (TOML). Default: the shipped policy (`levee-agent default-policy`).
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Kernel BTF used to find struct field offsets.
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     btf: PathBuf,
@@ -61,6 +73,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::CheckPolicy { path } => check_policy(&path),
+        Command::DefaultPolicy => {
+            print!("{}", agent::policy::DEFAULT_POLICY);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +85,21 @@ fn main() -> ExitCode {
             eprintln!("levee-agent: error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn check_policy(path: &std::path::Path) -> anyhow::Result<()> {
+    match agent::policy::Policy::load(path) {
+        Ok(policy) => {
+            println!(
+                "{}: valid ({:?} mode, {} protected path classes)",
+                path.display(),
+                policy.mode,
+                policy.classes.len()
+            );
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("{}", e.render()),
     }
 }
 
@@ -91,7 +123,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 _ = sigterm.recv() => info!("SIGTERM: shutting down"),
             }
         };
-        let losses = pipeline::run(probes, Output::new(format), shutdown).await?;
+        let settings = pipeline::Settings { policy: args.policy };
+        let losses = pipeline::run(probes, Output::new(format), settings, shutdown).await?;
         info!(lost = losses.total(), "stopped");
         Ok(())
     })

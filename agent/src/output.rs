@@ -4,9 +4,9 @@
 use std::io::{self, BufWriter, Stdout, Write};
 
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
-use crate::{escape::escape, model::Attributed};
+use crate::{alert::Alert, escape::escape, model::Attributed};
 
 /// Totals of everything the agent knows it lost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -38,6 +38,14 @@ pub struct Output {
     stdout: BufWriter<Stdout>,
 }
 
+/// The JSON form of an alert.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "alert")]
+struct AlertRecord<'a> {
+    #[serde(flatten)]
+    alert: &'a Alert,
+}
+
 /// The JSON form of a loss report.
 #[derive(Serialize)]
 #[serde(tag = "type", rename = "losses")]
@@ -65,7 +73,7 @@ impl Output {
                     .and_then(|o| o.remove("type"))
                     .unwrap_or_default();
                 let p = &event.event.process;
-                info!(
+                debug!(
                     session = %event.session.key,
                     pid = p.pid,
                     comm = %escape(&p.comm),
@@ -73,6 +81,25 @@ impl Output {
                     %body,
                     "{}",
                     kind.as_str().unwrap_or("event")
+                );
+                Ok(())
+            }
+        }
+    }
+
+    pub fn alert(&mut self, alert: &Alert) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json_line(&AlertRecord { alert }),
+            Format::Log => {
+                let action = serde_json::to_value(&alert.action).unwrap_or_default();
+                warn!(
+                    severity = ?alert.severity,
+                    session = %alert.session.key,
+                    pid = alert.process.pid,
+                    score = alert.score,
+                    %action,
+                    "ALERT {}",
+                    alert.summary
                 );
                 Ok(())
             }

@@ -1,84 +1,177 @@
-//! The agent's main loop: drain the ring buffer, decode, emit; watch the loss
-//! counters; stop cleanly on request.
+//! The agent's main loop, one stage after the other: drain the ring buffer →
+//! decode → attribute (model) → score → respond → alert → output. Around it:
+//! loss counters, policy reloads (file change or SIGHUP), periodic refresh of
+//! what the kernel guard protects, and a clean stop.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use agent_common::Counter;
 use anyhow::Context;
-use tokio::io::{unix::AsyncFd, Interest};
-use tracing::{debug, warn};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+use tracing::{debug, info, warn};
 
 use crate::{
-    events::{decode, BootClock},
-    model::Model,
+    alert::Alert,
+    events::{decode, BootClock, EventBody},
+    model::{cgroup::find_v2_mount, Attributed, Model},
     output::{Losses, Output},
+    policy::{Policy, PolicyWatch},
     probes::{LossCounters, Probes},
+    response::Responder,
+    scoring::Scorer,
 };
 
-/// How often the kernel loss counters are read.
-const LOSS_POLL: Duration = Duration::from_secs(1);
+/// How often the kernel loss counters and the policy file are checked.
+const TICK: Duration = Duration::from_secs(1);
+/// How often protected paths and devices are re-resolved for the kernel.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// What the loop needs besides the probes.
+pub struct Settings {
+    /// Policy file; `None` runs the shipped default.
+    pub policy: Option<PathBuf>,
+}
+
+/// Everything between a decoded event and the output.
+struct Stages {
+    clock: BootClock,
+    model: Model,
+    scorer: Scorer,
+    responder: Responder,
+    policy: Policy,
+    host: Arc<str>,
+}
+
+impl Stages {
+    fn handle(&mut self, record: &[u8], output: &mut Output, losses: &mut Losses) -> anyhow::Result<()> {
+        let event = match decode(record, &self.clock) {
+            Ok(event) => event,
+            Err(error) => {
+                losses.undecodable += 1;
+                warn!(%error, len = record.len(), "undecodable record");
+                return Ok(());
+            }
+        };
+        let event = self.model.observe(event);
+        output.event(&event).context("writing an event")?;
+        if !scored(&event) || self.responder.is_allowed(&event, &self.policy) {
+            return Ok(());
+        }
+        let Some(verdict) = self.scorer.observe(&event, &self.policy) else {
+            return Ok(());
+        };
+        let action = self.responder.respond(&event, &verdict, &self.policy);
+        let alert = Alert::new(self.host.clone(), self.policy.mode, &event, verdict, action);
+        output.alert(&alert).context("writing an alert")
+    }
+}
+
+/// Events that can change a session's score.
+fn scored(event: &Attributed) -> bool {
+    !matches!(
+        event.event.body,
+        EventBody::Fork { .. } | EventBody::Exit { .. } | EventBody::BlockOpen { .. }
+    )
+}
 
 /// Runs until `shutdown` completes, then drains what the kernel already
 /// produced and reports final loss totals.
 pub async fn run(
     mut probes: Probes,
     mut output: Output,
+    settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Losses> {
-    let clock = BootClock::now().context("reading CLOCK_BOOTTIME")?;
+    let (mut watch, policy) = PolicyWatch::load(settings.policy).map_err(|e| anyhow::anyhow!(e.render()))?;
     let counters = probes.take_counters()?;
+    let mut responder = Responder::new(probes.take_guard()?, root_cgroup_id());
+    responder
+        .apply(&policy)
+        .context("applying the policy to the kernel guard")?;
+    info!(mode = ?policy.mode, classes = policy.classes.len(), "policy in force");
+    let mut stages = Stages {
+        clock: BootClock::now().context("reading CLOCK_BOOTTIME")?,
+        model: Model::new(),
+        scorer: Scorer::default(),
+        responder,
+        policy,
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into())
+            .unwrap_or_else(|_| "unknown".into()),
+    };
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
     // for as long as the AsyncFd holds the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
         .context("registering the ring buffer with tokio")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut losses = Losses::default();
-    let mut model = Model::new();
-    let mut poll = tokio::time::interval(LOSS_POLL);
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_refresh = Instant::now();
     tokio::pin!(shutdown);
 
     loop {
         tokio::select! {
             ready = ring.readable_mut() => {
                 let mut guard = ready.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &clock, &mut model, &mut output, &mut losses)?;
+                drain(guard.get_inner_mut(), &mut stages, &mut output, &mut losses)?;
                 guard.clear_ready();
             }
-            _ = poll.tick() => {
-                if refresh(&counters, &mut losses)? {
+            _ = tick.tick() => {
+                if refresh_losses(&counters, &mut losses)? {
                     output.losses(&losses)?;
                     output.flush()?;
+                }
+                let reloaded = watch.poll(false);
+                let due = last_refresh.elapsed() >= REFRESH;
+                if reloaded.is_some() || due {
+                    stages.policy = reloaded.unwrap_or_else(|| stages.policy.clone());
+                    if let Err(e) = stages.responder.apply(&stages.policy) {
+                        warn!(error = %format!("{e:#}"), "cannot update the kernel guard");
+                    }
+                    last_refresh = Instant::now();
+                }
+            }
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading the policy");
+                if let Some(policy) = watch.poll(true) {
+                    stages.policy = policy;
+                    if let Err(e) = stages.responder.apply(&stages.policy) {
+                        warn!(error = %format!("{e:#}"), "cannot update the kernel guard");
+                    }
                 }
             }
             () = &mut shutdown => break,
         }
     }
 
-    drain(ring.get_mut(), &clock, &mut model, &mut output, &mut losses)?;
-    refresh(&counters, &mut losses)?;
+    drain(ring.get_mut(), &mut stages, &mut output, &mut losses)?;
+    refresh_losses(&counters, &mut losses)?;
     output.losses(&losses)?;
     output.flush()?;
     Ok(losses)
 }
 
-/// Emits every record waiting in the ring buffer.
+/// Handles every record waiting in the ring buffer.
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    clock: &BootClock,
-    model: &mut Model,
+    stages: &mut Stages,
     output: &mut Output,
     losses: &mut Losses,
 ) -> anyhow::Result<()> {
     let mut n = 0usize;
     while let Some(record) = ring.next() {
         n += 1;
-        match decode(&record, clock) {
-            Ok(event) => output.event(&model.observe(event)).context("writing an event")?,
-            Err(error) => {
-                losses.undecodable += 1;
-                warn!(%error, len = record.len(), "undecodable record");
-            }
-        }
+        stages.handle(&record, output, losses)?;
     }
     if n > 0 {
         debug!(records = n, "drained ring buffer");
@@ -88,7 +181,7 @@ fn drain(
 }
 
 /// Reads the kernel counters into `losses`; true if they grew.
-fn refresh(counters: &LossCounters, losses: &mut Losses) -> anyhow::Result<bool> {
+fn refresh_losses(counters: &LossCounters, losses: &mut Losses) -> anyhow::Result<bool> {
     let before = losses.clone();
     for (counter, total) in counters.read().context("reading the probes' loss counters")? {
         match counter {
@@ -97,4 +190,13 @@ fn refresh(counters: &LossCounters, losses: &mut Losses) -> anyhow::Result<bool>
         }
     }
     Ok(*losses != before)
+}
+
+/// The id of the cgroup v2 root (its directory's inode), 1 when unknown.
+fn root_cgroup_id() -> u64 {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| find_v2_mount(&m))
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(1, |m| m.ino())
 }

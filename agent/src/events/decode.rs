@@ -9,12 +9,13 @@ use agent_common::{
     block::{split_dev, RawBlockOpen, RawBlockWrite},
     event::{AUDIT_UNSET, TASK_FLAG_KTHREAD},
     fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, TruncateOp, SIZE_UNKNOWN},
+    guard::{GuardHook, GuardReason, RawGuard, SessionKind},
     path::RawPath,
     process::{RawExec, RawExit, RawFork},
     EventHeader, EventKind, TaskInfo,
 };
 
-use super::{path, Argv, BootClock, Device, Event, EventBody, Outcome, Task};
+use super::{path, Argv, BootClock, Device, Event, EventBody, GuardAction, Outcome, Task};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -48,6 +49,7 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
                     op,
                     path,
                     path_complete,
+                    kernel_class: raw.class,
                     outcome: Outcome::from_ret(raw.ret),
                 },
             )
@@ -144,6 +146,32 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
                     outcome,
                 },
             )
+        }
+        EventKind::Guard => {
+            let (raw, _) = split::<RawGuard>(record)?;
+            let unknown = |what| DecodeError::UnknownOp { what, op: raw.reason };
+            let reason = GuardReason::from_u32(raw.reason).ok_or(unknown("guard reason"))?;
+            let hook = GuardHook::from_u32(raw.hook).ok_or(unknown("guard hook"))?;
+            let session_kind = match SessionKind::from_u32(raw.session.kind) {
+                Some(SessionKind::Login) => "login",
+                Some(SessionKind::Cgroup) => "cgroup",
+                Some(SessionKind::Posix) => "sid",
+                None => return Err(unknown("guard session kind")),
+            };
+            let action = GuardAction {
+                reason,
+                hook,
+                session_kind,
+                session_id: raw.session.id,
+                class: raw.class,
+                count: raw.count,
+                limit: raw.limit,
+                killed: raw.killed != 0,
+                signal_error: (raw.signal_ret < 0)
+                    .then(|| format!("{:?}", nix::errno::Errno::from_raw(-raw.signal_ret))),
+                device: (raw.dev != 0).then(|| device(raw.dev)),
+            };
+            (raw.task, EventBody::Guard(action))
         }
         EventKind::BlockWrite => {
             let (raw, _) = split::<RawBlockWrite>(record)?;
@@ -287,7 +315,7 @@ mod tests {
             task: task_info(),
             ret,
             op: DeleteOp::Unlinkat as u32,
-            _pad: 0,
+            class: 0,
             path: RawPath {
                 name_len: name.len() as u32,
                 dir_len: dir.len() as u32,

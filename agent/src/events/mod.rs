@@ -7,7 +7,10 @@ mod path;
 
 use std::time::SystemTime;
 
-use agent_common::fs::{DeleteOp, TruncateOp};
+use agent_common::{
+    fs::{DeleteOp, TruncateOp},
+    guard::{GuardHook, GuardReason},
+};
 use nix::errno::Errno;
 use serde::{Serialize, Serializer};
 
@@ -39,6 +42,9 @@ pub enum EventBody {
         #[serde(serialize_with = "escape::serialize")]
         path: Vec<u8>,
         path_complete: bool,
+        /// The protected path class the kernel guard counted it in (0: none;
+        /// numbered as the policy's `path_class` entries, from 1).
+        kernel_class: u32,
         #[serde(flatten)]
         outcome: Outcome,
     },
@@ -96,6 +102,8 @@ pub enum EventBody {
         #[serde(flatten)]
         outcome: Outcome,
     },
+    /// The in-kernel guard acted (see `agent_common::guard`).
+    Guard(GuardAction),
     /// A write syscall on a block device.
     BlockWrite {
         device: Device,
@@ -109,6 +117,28 @@ pub enum EventBody {
         #[serde(flatten)]
         outcome: Outcome,
     },
+}
+
+/// What the in-kernel guard did, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardAction {
+    #[serde(serialize_with = "serialize_debug_snake")]
+    pub reason: GuardReason,
+    #[serde(serialize_with = "serialize_debug_snake")]
+    pub hook: GuardHook,
+    /// The session as the probes keyed it.
+    pub session_kind: &'static str,
+    pub session_id: u64,
+    /// Path class index (0: any path); named by the policy.
+    pub class: u32,
+    pub count: u32,
+    pub limit: u32,
+    /// SIGKILL was sent (enforce mode).
+    pub killed: bool,
+    /// `bpf_send_signal`'s error, if it failed.
+    pub signal_error: Option<String>,
+    /// For device writes, the device.
+    pub device: Option<Device>,
 }
 
 /// A block device, by number; `name` is filled in by attribution.
@@ -225,8 +255,20 @@ pub struct Task {
     pub kernel_thread: bool,
 }
 
-fn serialize_time<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_time<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_nanos(*time))
+}
+
+/// `LimitCrossed` → `limit_crossed`.
+fn serialize_debug_snake<S: Serializer, T: std::fmt::Debug>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    let mut out = String::new();
+    for (i, c) in format!("{value:?}").chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    s.serialize_str(&out)
 }
 
 fn serialize_delete_op<S: Serializer>(op: &DeleteOp, s: S) -> Result<S::Ok, S::Error> {

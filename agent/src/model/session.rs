@@ -2,12 +2,17 @@
 
 use std::{fmt, sync::Arc};
 
+use agent_common::guard::{SessionId, SessionKind};
 use serde::{Serialize, Serializer};
 
 use super::CgroupInfo;
 use crate::events::Task;
 
 /// What a person would name as "who did this", most specific first.
+///
+/// The in-kernel guard keys sessions by the same rule (login, else any
+/// cgroup but the root, else POSIX session), so both sides count and stop
+/// the same unit; [`SessionKey::kernel_id`] gives the kernel's key.
 ///
 /// An unset audit session (4294967295, what cargo, CI and most daemons run
 /// with) is no session at all: such processes fall through to their
@@ -22,8 +27,30 @@ pub enum SessionKey {
     Container(Arc<str>),
     /// A systemd unit (a service, a cron job's scope).
     Unit(Arc<str>),
+    /// Another cgroup than the root, named by its path.
+    Cgroup(Arc<str>),
     /// A POSIX session (`setsid`): a terminal, a detached daemon.
     Posix(u32),
+}
+
+impl SessionKey {
+    /// The in-kernel guard's key for this session; `cgroup_id` is the
+    /// event's cgroup (what the probes key cgroup sessions by).
+    pub fn kernel_id(&self, cgroup_id: u64) -> Option<SessionId> {
+        let (kind, id) = match self {
+            SessionKey::Kernel => return None,
+            SessionKey::Login(id) => (SessionKind::Login, u64::from(*id)),
+            SessionKey::Container(_) | SessionKey::Unit(_) | SessionKey::Cgroup(_) => {
+                (SessionKind::Cgroup, cgroup_id)
+            }
+            SessionKey::Posix(sid) => (SessionKind::Posix, u64::from(*sid)),
+        };
+        Some(SessionId {
+            kind: kind as u32,
+            _pad: 0,
+            id,
+        })
+    }
 }
 
 impl fmt::Display for SessionKey {
@@ -33,6 +60,7 @@ impl fmt::Display for SessionKey {
             SessionKey::Login(id) => write!(f, "login:{id}"),
             SessionKey::Container(id) => write!(f, "container:{id}"),
             SessionKey::Unit(unit) => write!(f, "unit:{unit}"),
+            SessionKey::Cgroup(path) => write!(f, "cgroup:{path}"),
             SessionKey::Posix(sid) => write!(f, "sid:{sid}"),
         }
     }
@@ -64,6 +92,8 @@ impl Session {
             SessionKey::Container(id.into())
         } else if let Some(unit) = cgroup.as_ref().and_then(|c| c.unit.as_deref()) {
             SessionKey::Unit(unit.into())
+        } else if let Some(path) = cgroup.as_ref().map(|c| c.path.as_str()).filter(|p| *p != "/") {
+            SessionKey::Cgroup(path.into())
         } else {
             SessionKey::Posix(task.sid)
         };
@@ -118,8 +148,11 @@ mod tests {
         assert_eq!(container.key, SessionKey::Container(id.into()));
         let unit = Session::new(&task(None, 10), cgroup("/system.slice/cron.service"), None);
         assert_eq!(unit.key.to_string(), "unit:cron.service");
+        let other = Session::new(&task(None, 10), cgroup("/user.slice"), None);
+        assert_eq!(other.key.to_string(), "cgroup:/user.slice");
         let posix = Session::new(&task(None, 42), cgroup("/"), None);
         assert_eq!(posix.key.to_string(), "sid:42");
+        assert_eq!(posix.key.kernel_id(1).unwrap().id, 42);
     }
 
     #[test]

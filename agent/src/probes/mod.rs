@@ -5,6 +5,7 @@
 //! are set as a read-only global before load, so the verifier sees constants.
 
 pub mod btf;
+pub mod guard;
 pub mod tracefs;
 
 use std::path::PathBuf;
@@ -66,7 +67,10 @@ const ATTACHMENTS: &[(&str, Hook)] = &[
     ("block_write_exit", Hook::Syscall("sys_exit_writev")),
     ("block_write_exit", Hook::Syscall("sys_exit_pwritev")),
     ("block_write_exit", Hook::Syscall("sys_exit_pwritev2")),
+    ("exec_enter", Hook::Syscall("sys_enter_execve")),
+    ("exec_enter", Hook::Syscall("sys_enter_execveat")),
     ("exec", Hook::Tracepoint("sched", "sched_process_exec")),
+    ("exec_allowlist", Hook::Raw("sched_process_exec")),
     ("fork", Hook::Raw("sched_process_fork")),
     ("exit", Hook::Tracepoint("sched", "sched_process_exit")),
 ];
@@ -166,6 +170,11 @@ impl Probes {
             name: "EVENTS",
             source,
         })
+    }
+
+    /// The in-kernel guard's maps. Can be taken once.
+    pub fn take_guard(&mut self) -> Result<guard::GuardMaps, ProbeError> {
+        guard::GuardMaps::take(&mut self.ebpf)
     }
 
     /// The kernel-side loss counters. Can be taken once.

@@ -1,0 +1,182 @@
+//! The in-kernel guard: per-session destruction counters with hard limits,
+//! session marks, and what the agent tells the probes about policy.
+//!
+//! The probes count, per session and path class, the entries a session
+//! removes in a window. Crossing a class's limit kills the process at once
+//! (in enforce mode) and marks the session; a marked session's processes are
+//! killed at their next destructive syscall or exec. Userspace sees every
+//! such decision as a [`RawGuard`] record, and can set and clear marks.
+
+use crate::{assert_record_layout, EventHeader, TaskInfo};
+
+/// Path classes the guard counts: class 0 is "any path", 1.. are the
+/// policy's protected classes.
+pub const CLASS_COUNT: usize = 8;
+/// Class 0: every deletion counts here.
+pub const CLASS_ANY: u32 = 0;
+
+/// How the probes identify a session, mirroring the agent's session key.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Audit (login) session id.
+    Login = 1,
+    /// A cgroup other than the root: a container, a unit.
+    Cgroup = 2,
+    /// POSIX session id.
+    Posix = 3,
+}
+
+impl SessionKind {
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Login,
+            2 => Self::Cgroup,
+            3 => Self::Posix,
+            _ => return None,
+        })
+    }
+}
+
+/// Key of the per-session maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    /// A [`SessionKind`] as an integer.
+    pub kind: u32,
+    pub _pad: u32,
+    pub id: u64,
+}
+
+/// Counts of one session in the current window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SessionCounts {
+    /// Start of the window, boot-time ns.
+    pub window_start: u64,
+    pub counts: [u32; CLASS_COUNT],
+}
+
+/// Why a session is marked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// When, boot-time ns.
+    pub boot_ns: u64,
+    /// A [`GuardReason`] as an integer.
+    pub reason: u32,
+    /// The class whose limit was crossed (for limits).
+    pub class: u32,
+}
+
+/// Global guard settings, one entry in the `GUARD` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// 1: kill; 0: monitor (mark and report, never kill).
+    pub enforce: u32,
+    /// The agent's own pid: never killed.
+    pub agent_pid: u32,
+    /// Counting window, ns.
+    pub window_ns: u64,
+    /// The root cgroup's id: processes there have no cgroup session.
+    pub root_cgroup_id: u64,
+    /// Deletions per window per class; 0 means no limit.
+    pub limits: [u32; CLASS_COUNT],
+    /// 1: kill on the first raw write to a protected device.
+    pub protect_devices: u32,
+    /// Number of marked sessions, so that unmarked hosts skip the lookup on
+    /// every destructive syscall. The probes add one per new mark; the agent
+    /// recounts when it clears marks.
+    pub marked: u32,
+    /// 1: a marked session's processes are killed at exec too (a shell loop
+    /// running one `rm` per file loses nothing more).
+    pub kill_marked_on_exec: u32,
+    pub _pad: u32,
+}
+
+/// A protected directory, by device and inode (the agent stats the policy's
+/// paths). Kernel `dev_t` encoding, as `super_block.s_dev`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// Why the guard acted, in [`RawGuard::reason`] and [`Mark::reason`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardReason {
+    /// The session crossed a class's limit.
+    LimitCrossed = 1,
+    /// The session was already marked.
+    MarkedSession = 2,
+    /// A raw write to a device holding a filesystem or partition table.
+    ProtectedDevice = 3,
+    /// The agent marked the session (its own scoring).
+    AgentDecision = 4,
+}
+
+impl GuardReason {
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::LimitCrossed,
+            2 => Self::MarkedSession,
+            3 => Self::ProtectedDevice,
+            4 => Self::AgentDecision,
+            _ => return None,
+        })
+    }
+}
+
+/// Where the guard acted, in [`RawGuard::hook`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardHook {
+    /// After a deletion completed.
+    Deletion = 1,
+    /// At entry of a destructive syscall.
+    DestructiveCall = 2,
+    /// At entry of a raw device write.
+    DeviceWrite = 3,
+    /// At entry of `execve`/`execveat`.
+    Exec = 4,
+}
+
+impl GuardHook {
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Deletion,
+            2 => Self::DestructiveCall,
+            3 => Self::DeviceWrite,
+            4 => Self::Exec,
+            _ => return None,
+        })
+    }
+}
+
+/// A guard decision. No data area.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawGuard {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    pub session: SessionId,
+    /// A [`GuardReason`].
+    pub reason: u32,
+    /// A [`GuardHook`].
+    pub hook: u32,
+    pub class: u32,
+    /// The session's count in `class` when the limit was crossed.
+    pub count: u32,
+    pub limit: u32,
+    /// 1 if SIGKILL was sent.
+    pub killed: u32,
+    /// `bpf_send_signal`'s result (0, or `-errno`); 0 when not killed.
+    pub signal_ret: i32,
+    /// For device writes, the device (kernel `dev_t`).
+    pub dev: u32,
+}
+assert_record_layout!(RawGuard, 136);

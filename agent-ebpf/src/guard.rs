@@ -1,0 +1,274 @@
+//! The in-kernel guard: counts what each session destroys and kills at hard
+//! limits without waiting for userspace (see `agent_common::guard`).
+//!
+//! Never acts on pid 1, kernel threads, the agent, or what the agent exempted
+//! (allowlisted processes, cgroups, users).
+
+use agent_common::{
+    guard::{
+        DirKey, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, SessionCounts, SessionId, SessionKind,
+        CLASS_ANY, CLASS_COUNT,
+    },
+    event::{AUDIT_UNSET, TASK_FLAG_KTHREAD},
+    EventKind, KernelOffsets, TaskInfo,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_send_signal},
+    macros::map,
+    maps::{Array, HashMap, LruHashMap},
+};
+
+use crate::{
+    kernel::{read_u32, read_u64},
+    maps::offsets,
+    record::Record,
+    task,
+};
+
+const SIGKILL: u32 = 9;
+
+#[map]
+pub static GUARD: Array<GuardConfig> = Array::with_max_entries(1, 0);
+#[map]
+static SESSIONS: LruHashMap<SessionId, SessionCounts> = LruHashMap::with_max_entries(16 * 1024, 0);
+/// Marked sessions; the agent reads, sets and clears them.
+#[map]
+static MARKED: HashMap<SessionId, Mark> = HashMap::with_max_entries(4096, 0);
+/// Protected directories → path class (1..CLASS_COUNT).
+#[map]
+static PROTECTED_DIRS: HashMap<DirKey, u32> = HashMap::with_max_entries(1024, 0);
+/// Devices holding a filesystem or partition table (kernel `dev_t`).
+#[map]
+static PROTECTED_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+/// Allowlisted processes (tgid), users (uid) and cgroups (id).
+#[map]
+static EXEMPT_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+#[map]
+static EXEMPT_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
+#[map]
+static EXEMPT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+/// Allowlisted executables and scripts, by device and inode.
+#[map]
+static EXEMPT_EXES: HashMap<DirKey, u32> = HashMap::with_max_entries(256, 0);
+
+/// At exec: a process running an allowlisted executable (or script) is
+/// exempt from here on, before it can delete anything.
+#[inline(always)]
+pub fn exempt_if_allowlisted(bprm: u64, pid: u32, o: &KernelOffsets) {
+    let script = if o.bprm_executable != 0 { read_u64(bprm, o.bprm_executable) } else { 0 };
+    let file = if script != 0 { script } else { read_u64(bprm, o.bprm_file) };
+    let inode = read_u64(file, o.file_inode);
+    let key = DirKey {
+        dev: read_u32(read_u64(inode, o.inode_sb), o.sb_dev),
+        _pad: 0,
+        ino: read_u64(inode, o.inode_ino),
+    };
+    if unsafe { EXEMPT_EXES.get(&key) }.is_some() {
+        let _ = EXEMPT_PIDS.insert(&pid, &1, 0);
+    }
+}
+
+/// At fork: children of exempt processes are exempt.
+#[inline(always)]
+pub fn inherit_exemption(parent: u32, child: u32) {
+    if unsafe { EXEMPT_PIDS.get(&parent) }.is_some() {
+        let _ = EXEMPT_PIDS.insert(&child, &1, 0);
+    }
+}
+
+/// At exit: the pid may be reused by anyone.
+#[inline(always)]
+pub fn forget_exemption(pid: u32) {
+    let _ = EXEMPT_PIDS.remove(&pid);
+}
+
+#[inline(always)]
+fn config() -> Option<GuardConfig> {
+    GUARD.get(0).copied()
+}
+
+/// What the guard needs to know about a task: small, for the 512-byte stack.
+#[derive(Clone, Copy)]
+pub struct Subject {
+    boot_ns: u64,
+    cgroup_id: u64,
+    pid: u32,
+    uid: u32,
+    audit_session: u32,
+    sid: u32,
+    flags: u32,
+}
+
+impl Subject {
+    #[inline(always)]
+    pub fn of(task: &TaskInfo) -> Subject {
+        Subject {
+            boot_ns: task.boot_ns,
+            cgroup_id: task.cgroup_id,
+            pid: task.pid,
+            uid: task.uid,
+            audit_session: task.audit_session,
+            sid: task.sid,
+            flags: task.flags,
+        }
+    }
+
+    /// The current task, reading only what the guard needs.
+    #[inline(always)]
+    fn current(o: &KernelOffsets) -> Subject {
+        let current = task::current();
+        let session = task::audit_and_sid(current, o);
+        Subject {
+            boot_ns: task::boot_ns(),
+            cgroup_id: task::cgroup_id(),
+            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            uid: bpf_get_current_uid_gid() as u32,
+            audit_session: session.0,
+            sid: session.1,
+            flags: task::flags(current, o),
+        }
+    }
+}
+
+/// The session the agent would name for `task` (see `SessionKey`).
+#[inline(always)]
+fn session_of(task: &Subject, cfg: &GuardConfig) -> SessionId {
+    let (kind, id) = if task.audit_session != AUDIT_UNSET && task.audit_session != 0 {
+        (SessionKind::Login, task.audit_session as u64)
+    } else if task.cgroup_id != cfg.root_cgroup_id {
+        (SessionKind::Cgroup, task.cgroup_id)
+    } else {
+        (SessionKind::Posix, task.sid as u64)
+    };
+    SessionId { kind: kind as u32, _pad: 0, id }
+}
+
+#[inline(always)]
+fn exempt(task: &Subject, cfg: &GuardConfig) -> bool {
+    task.pid <= 1
+        || task.flags & TASK_FLAG_KTHREAD != 0
+        || task.pid == cfg.agent_pid
+        || unsafe { EXEMPT_PIDS.get(&task.pid) }.is_some()
+        || unsafe { EXEMPT_UIDS.get(&task.uid) }.is_some()
+        || unsafe { EXEMPT_CGROUPS.get(&task.cgroup_id) }.is_some()
+}
+
+/// The protected class of a directory dentry, 0 if none.
+#[inline(always)]
+pub fn dir_class(dentry: u64, o: &KernelOffsets) -> u32 {
+    let key = DirKey {
+        dev: read_u32(read_u64(dentry, o.dentry_sb), o.sb_dev),
+        _pad: 0,
+        ino: read_u64(read_u64(dentry, o.dentry_inode), o.inode_ino),
+    };
+    unsafe { PROTECTED_DIRS.get(&key) }.copied().unwrap_or(0)
+}
+
+/// After a successful deletion in `class`: counts it for the session and
+/// acts if a limit is crossed.
+#[inline(always)]
+pub fn count_deletion(task: &Subject, class: u32) {
+    let Some(cfg) = config() else { return };
+    if exempt(task, &cfg) {
+        return;
+    }
+    let session = session_of(task, &cfg);
+    if unsafe { SESSIONS.get(&session) }.is_none() {
+        let fresh = SessionCounts { window_start: task.boot_ns, counts: [0; CLASS_COUNT] };
+        let _ = SESSIONS.insert(&session, &fresh, 0);
+    }
+    let Some(counts) = SESSIONS.get_ptr_mut(&session) else { return };
+    let counts = unsafe { &mut *counts };
+    if task.boot_ns.saturating_sub(counts.window_start) > cfg.window_ns {
+        counts.window_start = task.boot_ns;
+        counts.counts = [0; CLASS_COUNT];
+    }
+    // Masked so the verifier sees an index inside the array.
+    let class = (class as usize) & (CLASS_COUNT - 1);
+    counts.counts[CLASS_ANY as usize] += 1;
+    if class != CLASS_ANY as usize {
+        counts.counts[class] += 1;
+    }
+    for c in [class, CLASS_ANY as usize] {
+        let limit = cfg.limits[c];
+        let count = counts.counts[c];
+        if limit != 0 && count >= limit {
+            act(task, &cfg, session, GuardReason::LimitCrossed, GuardHook::Deletion, c as u32, count, limit, 0);
+            return;
+        }
+    }
+}
+
+/// At entry of a destructive syscall or an exec: a marked session's process
+/// is killed before it can do more.
+#[inline(always)]
+pub fn check_marked(hook: GuardHook) {
+    let Some(cfg) = config() else { return };
+    if cfg.marked == 0 || (hook == GuardHook::Exec && cfg.kill_marked_on_exec == 0) {
+        return;
+    }
+    let task = Subject::current(&offsets());
+    let session = session_of(&task, &cfg);
+    let Some(mark) = (unsafe { MARKED.get(&session) }).copied() else { return };
+    if exempt(&task, &cfg) {
+        return;
+    }
+    act(&task, &cfg, session, GuardReason::MarkedSession, hook, mark.class, 0, 0, 0);
+}
+
+/// At entry of a raw write to device `dev`.
+#[inline(always)]
+pub fn check_device_write(dev: u32) {
+    let Some(cfg) = config() else { return };
+    if cfg.protect_devices == 0 || unsafe { PROTECTED_DEVICES.get(&dev) }.is_none() {
+        return check_marked(GuardHook::DeviceWrite);
+    }
+    let task = Subject::current(&offsets());
+    if exempt(&task, &cfg) {
+        return;
+    }
+    let session = session_of(&task, &cfg);
+    act(&task, &cfg, session, GuardReason::ProtectedDevice, GuardHook::DeviceWrite, 0, 0, 0, dev);
+}
+
+/// Marks the session, kills the current process in enforce mode, and tells
+/// the agent.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn act(
+    task: &Subject,
+    cfg: &GuardConfig,
+    session: SessionId,
+    reason: GuardReason,
+    hook: GuardHook,
+    class: u32,
+    count: u32,
+    limit: u32,
+    dev: u32,
+) {
+    if reason != GuardReason::MarkedSession && unsafe { MARKED.get(&session) }.is_none() {
+        let mark = Mark { boot_ns: task.boot_ns, reason: reason as u32, class };
+        if MARKED.insert(&session, &mark, 0).is_ok() {
+            if let Some(cfg) = GUARD.get_ptr_mut(0) {
+                // Racing increments can only undercount by one; the agent
+                // recounts from the map whenever it reads marks.
+                unsafe { (*cfg).marked += 1 };
+            }
+        }
+    }
+    let killed = cfg.enforce != 0;
+    let signal_ret = if killed { (unsafe { bpf_send_signal(SIGKILL) }) as i32 } else { 0 };
+    let o = offsets();
+    let Some(record) = Record::<RawGuard>::start(EventKind::Guard, &o) else { return };
+    let fixed = record.fixed();
+    fixed.session = session;
+    fixed.reason = reason as u32;
+    fixed.hook = hook as u32;
+    fixed.class = class;
+    fixed.count = count;
+    fixed.limit = limit;
+    fixed.killed = killed as u32;
+    fixed.signal_ret = signal_ret;
+    fixed.dev = dev;
+    record.submit();
+}

@@ -1,0 +1,135 @@
+//! The agent's handle on the in-kernel guard's maps: policy limits, protected
+//! directories and devices, exemptions, and session marks.
+
+use std::collections::HashSet;
+
+use agent_common::guard::{DirKey, GuardConfig, Mark, SessionId};
+use aya::maps::{Array, HashMap, MapData, MapError};
+
+use super::ProbeError;
+
+pub struct GuardMaps {
+    config: Array<MapData, GuardConfig>,
+    marked: HashMap<MapData, SessionId, Mark>,
+    dirs: HashMap<MapData, DirKey, u32>,
+    devices: HashMap<MapData, u32, u32>,
+    exempt_pids: HashMap<MapData, u32, u32>,
+    exempt_uids: HashMap<MapData, u32, u32>,
+    exempt_cgroups: HashMap<MapData, u64, u32>,
+    exempt_exes: HashMap<MapData, DirKey, u32>,
+}
+
+impl GuardMaps {
+    pub(super) fn take(ebpf: &mut aya::Ebpf) -> Result<GuardMaps, ProbeError> {
+        fn map<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, ProbeError>
+        where
+            T: TryFrom<aya::maps::Map, Error = MapError>,
+        {
+            let raw = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+            T::try_from(raw).map_err(|source| ProbeError::Map { name, source })
+        }
+        Ok(GuardMaps {
+            config: map(ebpf, "GUARD")?,
+            marked: map(ebpf, "MARKED")?,
+            dirs: map(ebpf, "PROTECTED_DIRS")?,
+            devices: map(ebpf, "PROTECTED_DEVICES")?,
+            exempt_pids: map(ebpf, "EXEMPT_PIDS")?,
+            exempt_uids: map(ebpf, "EXEMPT_UIDS")?,
+            exempt_cgroups: map(ebpf, "EXEMPT_CGROUPS")?,
+            exempt_exes: map(ebpf, "EXEMPT_EXES")?,
+        })
+    }
+
+    /// Sets the global settings, keeping the probes' count of marks.
+    pub fn set_config(&mut self, mut config: GuardConfig) -> Result<(), MapError> {
+        config.marked = self.marks()?.len() as u32;
+        self.config.set(0, config, 0)
+    }
+
+    pub fn config(&self) -> Result<GuardConfig, MapError> {
+        self.config.get(&0, 0)
+    }
+
+    /// Replaces the protected directories (inode → class).
+    pub fn set_dirs(&mut self, dirs: &std::collections::HashMap<DirKey, u32>) -> Result<(), MapError> {
+        replace(&mut self.dirs, dirs)
+    }
+
+    /// Replaces the protected devices (kernel `dev_t` values).
+    pub fn set_devices(&mut self, devices: &HashSet<u32>) -> Result<(), MapError> {
+        replace(&mut self.devices, &devices.iter().map(|&d| (d, 1)).collect())
+    }
+
+    /// Replaces the allowlisted executables (by inode).
+    pub fn set_exempt_exes(&mut self, exes: &HashSet<DirKey>) -> Result<(), MapError> {
+        replace(&mut self.exempt_exes, &exes.iter().map(|&k| (k, 1)).collect())
+    }
+
+    /// Whether the probes exempted `pid` (an allowlisted program or its child).
+    pub fn is_exempt_pid(&self, pid: u32) -> bool {
+        self.exempt_pids.get(&pid, 0).is_ok()
+    }
+
+    pub fn set_exempt_uids(&mut self, uids: &HashSet<u32>) -> Result<(), MapError> {
+        replace(&mut self.exempt_uids, &uids.iter().map(|&u| (u, 1)).collect())
+    }
+
+    pub fn exempt_cgroup(&mut self, id: u64) -> Result<(), MapError> {
+        self.exempt_cgroups.insert(id, 1, 0)
+    }
+
+    pub fn clear_exempt_cgroups(&mut self) -> Result<(), MapError> {
+        let all: Vec<u64> = self.exempt_cgroups.keys().filter_map(Result::ok).collect();
+        for id in all {
+            self.exempt_cgroups.remove(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Marks a session: its processes are killed at their next destructive
+    /// call (and exec, if the policy says so).
+    pub fn mark(&mut self, session: SessionId, mark: Mark) -> Result<(), MapError> {
+        self.marked.insert(session, mark, 0)?;
+        self.recount_marks()
+    }
+
+    /// Clears a session's mark; true if it was marked.
+    pub fn clear_mark(&mut self, session: SessionId) -> Result<bool, MapError> {
+        let was = self.marked.remove(&session).is_ok();
+        self.recount_marks()?;
+        Ok(was)
+    }
+
+    pub fn marks(&self) -> Result<Vec<(SessionId, Mark)>, MapError> {
+        self.marked.iter().collect()
+    }
+
+    fn recount_marks(&mut self) -> Result<(), MapError> {
+        let mut config = self.config.get(&0, 0)?;
+        config.marked = self.marks()?.len() as u32;
+        self.config.set(0, config, 0)
+    }
+}
+
+/// Makes `map` hold exactly `want`.
+fn replace<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    want: &std::collections::HashMap<K, V>,
+) -> Result<(), MapError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod,
+{
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    for key in stale {
+        map.remove(&key)?;
+    }
+    for (key, value) in want {
+        map.insert(key, value, 0)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Acting on what scoring and the kernel guard found: keeping the guard's
+//! maps in line with the policy, answering "is this allowlisted?", and
+//! killing the offending unit in enforce mode.
+
+pub mod devices;
+pub mod kill;
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    os::unix::fs::MetadataExt,
+    time::{Duration, Instant},
+};
+
+use agent_common::guard::{DirKey, GuardConfig, GuardReason, Mark, CLASS_COUNT};
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use crate::{
+    events::EventBody,
+    model::{Attributed, SessionKey},
+    policy::{Mode, Policy},
+    probes::guard::GuardMaps,
+    scoring::Verdict,
+};
+
+/// A session is acted on at most once in this long.
+const ACT_COOLDOWN: Duration = Duration::from_secs(10);
+
+/// What the agent did about an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionReport {
+    /// Processes were killed (and the session marked in the kernel).
+    Killed {
+        kill: kill::KillReport,
+        marked_session: bool,
+    },
+    /// Enforce mode, but the kill budget (`safety.max_kills_per_minute`) is spent.
+    RateLimited { target: String },
+    /// Monitor mode: what enforce mode would have killed.
+    Monitored { would_kill: String },
+}
+
+pub struct Responder {
+    guard: GuardMaps,
+    agent_pid: u32,
+    root_cgroup_id: u64,
+    allowed_uids: HashSet<u32>,
+    acted: HashMap<SessionKey, Instant>,
+    kills: VecDeque<Instant>,
+    pod_namespaces: HashMap<String, Option<String>>,
+}
+
+impl Responder {
+    pub fn new(guard: GuardMaps, root_cgroup_id: u64) -> Responder {
+        Responder {
+            guard,
+            agent_pid: std::process::id(),
+            root_cgroup_id,
+            allowed_uids: HashSet::new(),
+            acted: HashMap::new(),
+            kills: VecDeque::new(),
+            pod_namespaces: HashMap::new(),
+        }
+    }
+
+    /// Puts the policy into the kernel: mode, limits, protected directories
+    /// and devices, allowlisted executables and users. Called at start, on
+    /// reload, and periodically (paths and devices come and go).
+    pub fn apply(&mut self, policy: &Policy) -> anyhow::Result<()> {
+        let mut limits = [0u32; CLASS_COUNT];
+        limits[0] = policy.guard.any_path_limit;
+        for (i, class) in policy.classes.iter().enumerate() {
+            limits[i + 1] = class.limit;
+        }
+        self.guard.set_config(GuardConfig {
+            enforce: u32::from(policy.mode == Mode::Enforce),
+            agent_pid: self.agent_pid,
+            window_ns: policy.scoring.window().as_nanos() as u64,
+            root_cgroup_id: self.root_cgroup_id,
+            limits,
+            protect_devices: u32::from(policy.guard.protect_devices),
+            marked: 0,
+            kill_marked_on_exec: u32::from(policy.guard.kill_marked_on_exec),
+            _pad: 0,
+        })?;
+        let mut dirs = HashMap::new();
+        for (i, class) in policy.classes.iter().enumerate() {
+            for path in &class.paths {
+                if let Some(key) = inode_key(path) {
+                    dirs.insert(key, i as u32 + 1);
+                }
+            }
+        }
+        self.guard.set_dirs(&dirs)?;
+        let exes: HashSet<DirKey> = policy
+            .allow
+            .executables
+            .iter()
+            .filter_map(|p| inode_key(p))
+            .collect();
+        self.guard.set_exempt_exes(&exes)?;
+        self.allowed_uids = policy
+            .allow
+            .users
+            .iter()
+            .filter_map(|u| {
+                u.parse::<u32>().ok().or_else(|| {
+                    let user = nix::unistd::User::from_name(u).ok().flatten();
+                    user.map(|user| user.uid.as_raw())
+                })
+            })
+            .collect();
+        self.guard.set_exempt_uids(&self.allowed_uids)?;
+        self.guard.set_devices(&devices::scan())?;
+        self.guard.clear_exempt_cgroups()?;
+        debug!(
+            protected_dirs = dirs.len(),
+            allowlisted_exes = exes.len(),
+            "policy applied to the kernel guard"
+        );
+        Ok(())
+    }
+
+    /// Whether the event's process is allowlisted by `policy`. Allowlisted
+    /// units and namespaces are also handed to the kernel, by cgroup.
+    pub fn is_allowed(&mut self, event: &Attributed, policy: &Policy) -> bool {
+        let task = &event.event.process;
+        if self.allowed_uids.contains(&task.uid) || self.guard.is_exempt_pid(task.pid) {
+            return true;
+        }
+        let Some(cgroup) = event.session.cgroup.as_deref() else {
+            return false;
+        };
+        let by_unit = cgroup
+            .unit
+            .as_ref()
+            .is_some_and(|u| policy.allow.units.contains(u));
+        let by_namespace = !policy.allow.namespaces.is_empty()
+            && cgroup.pod_uid.as_ref().is_some_and(|uid| {
+                let namespace = self
+                    .pod_namespaces
+                    .entry(uid.clone())
+                    .or_insert_with(|| pod_namespace(uid));
+                namespace
+                    .as_ref()
+                    .is_some_and(|ns| policy.allow.namespaces.contains(ns))
+            });
+        if by_unit || by_namespace {
+            if let Err(e) = self.guard.exempt_cgroup(task.cgroup_id) {
+                warn!(error = %e, "cannot exempt an allowlisted cgroup in the kernel");
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Acts on a verdict as the policy says; `None` when nothing is due.
+    pub fn respond(
+        &mut self,
+        event: &Attributed,
+        verdict: &Verdict,
+        policy: &Policy,
+    ) -> Option<ActionReport> {
+        let kernel_acted =
+            matches!(&event.event.body, EventBody::Guard(g) if g.reason != GuardReason::MarkedSession);
+        if verdict.severity < policy.scoring.act_at && !kernel_acted {
+            return None;
+        }
+        let now = Instant::now();
+        let key = &event.session.key;
+        if self
+            .acted
+            .get(key)
+            .is_some_and(|at| now.duration_since(*at) < ACT_COOLDOWN)
+        {
+            return None;
+        }
+        self.acted.retain(|_, at| now.duration_since(*at) < ACT_COOLDOWN);
+        self.acted.insert(key.clone(), now);
+        let task = &event.event.process;
+        let cgroup = event.session.cgroup.as_ref().map(|c| c.path.as_str());
+        let selector = kill::selector(policy.target, task.pid, task.pgid, key, cgroup);
+        if policy.mode == Mode::Monitor {
+            return Some(ActionReport::Monitored {
+                would_kill: format!("{selector:?}"),
+            });
+        }
+        while self
+            .kills
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.kills.pop_front();
+        }
+        if self.kills.len() >= policy.safety.max_kills_per_minute as usize {
+            warn!(session = %key, "kill budget spent: not killing");
+            return Some(ActionReport::RateLimited {
+                target: format!("{selector:?}"),
+            });
+        }
+        let guard = &self.guard;
+        let exempt = |pid: u32| guard.is_exempt_pid(pid);
+        let rails = kill::Rails {
+            never_kill: &policy.safety.never_kill,
+            exempt: &exempt,
+        };
+        let report = kill::kill(&selector, &rails);
+        self.kills.extend(report.killed.iter().map(|_| now));
+        // The kernel marked the session itself when it acted.
+        let marked_session = kernel_acted || self.mark(event);
+        Some(ActionReport::Killed {
+            kill: report,
+            marked_session,
+        })
+    }
+
+    /// Marks the event's session in the kernel, so its next destructive call
+    /// (or exec) dies there.
+    fn mark(&mut self, event: &Attributed) -> bool {
+        let task = &event.event.process;
+        let Some(session) = event.session.key.kernel_id(task.cgroup_id) else {
+            return false;
+        };
+        let mark = Mark {
+            boot_ns: nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+                .map(|t| std::time::Duration::from(t).as_nanos() as u64)
+                .unwrap_or(0),
+            reason: GuardReason::AgentDecision as u32,
+            class: 0,
+        };
+        match self.guard.mark(session, mark) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot mark the session in the kernel");
+                false
+            }
+        }
+    }
+
+    pub fn guard(&mut self) -> &mut GuardMaps {
+        &mut self.guard
+    }
+}
+
+/// Device and inode of a path as the kernel's guard keys them, if it exists.
+fn inode_key(path: &std::path::Path) -> Option<DirKey> {
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    Some(DirKey {
+        dev: devices::kernel_dev(major, minor),
+        _pad: 0,
+        ino: meta.ino(),
+    })
+}
+
+/// A pod's namespace, from kubelet's log directory `<ns>_<pod>_<uid>`.
+fn pod_namespace(uid: &str) -> Option<String> {
+    let dir = std::fs::read_dir("/var/log/pods").ok()?;
+    dir.filter_map(Result::ok).find_map(|e| {
+        let name = e.file_name().into_string().ok()?;
+        let (rest, pod_uid) = name.rsplit_once('_')?;
+        (pod_uid == uid).then(|| rest.split_once('_').map(|(ns, _)| ns.to_owned()))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_keys_use_the_kernel_device_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = inode_key(dir.path()).unwrap();
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        assert_eq!(key.ino, meta.ino());
+        assert_eq!(key.dev >> 20, libc::major(meta.dev()));
+        assert!(inode_key(std::path::Path::new("/nonexistent/levee")).is_none());
+    }
+}

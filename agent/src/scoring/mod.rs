@@ -1,0 +1,361 @@
+//! Scoring sessions for mass deletion and disk wiping: streaming, per session,
+//! and explainable. Every verdict lists the features that drove it, each with
+//! its value and the points it contributed.
+//!
+//! Points are capped per feature so that what ordinary work does a lot of
+//! (deleting many files fast, outside protected paths) reaches at most
+//! "medium"; "high" and "critical" need protected paths, destructive commands,
+//! raw device writes or the kernel guard.
+
+pub mod commands;
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    hash::{Hash, Hasher},
+    time::UNIX_EPOCH,
+};
+
+use agent_common::guard::GuardReason;
+use serde::Serialize;
+
+pub use commands::Destructive;
+
+use crate::{
+    events::{EventBody, GuardAction},
+    model::{Attributed, SessionKey},
+    policy::{Policy, Severity},
+};
+
+/// Points that make each severity.
+const LOW: f64 = 15.0;
+const MEDIUM: f64 = 40.0;
+const HIGH: f64 = 70.0;
+const CRITICAL: f64 = 100.0;
+
+/// Most points each feature can contribute.
+const MASS_POINTS: f64 = 30.0;
+const RATE_POINTS: f64 = 15.0;
+const DIRS_POINTS: f64 = 5.0;
+const PROTECTED_POINTS: f64 = 70.0;
+const BYTES_POINTS: f64 = 10.0;
+const GUARD_POINTS: f64 = 100.0;
+/// Bytes destroyed (truncated) that count fully.
+const BYTES_FULL: f64 = (1u64 << 30) as f64;
+/// The deletion rate is measured over the last seconds of the window.
+const RATE_SECS: u64 = 10;
+/// Most distinct directories and sample paths remembered per session.
+const DIRS_CAP: usize = 4096;
+const SAMPLES_CAP: usize = 20;
+/// Sessions idle longer than the window are forgotten; at most this many are kept.
+const SESSIONS_CAP: usize = 16 * 1024;
+/// A session at the same severity is alerted again after this long.
+const REALERT_SECS: u64 = 60;
+
+pub fn severity_of(score: f64) -> Severity {
+    match score {
+        s if s >= CRITICAL => Severity::Critical,
+        s if s >= HIGH => Severity::High,
+        s if s >= MEDIUM => Severity::Medium,
+        s if s >= LOW => Severity::Low,
+        _ => Severity::Info,
+    }
+}
+
+/// One feature: what was measured and what it contributed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Feature {
+    pub name: String,
+    pub value: f64,
+    pub contribution: f64,
+}
+
+/// What a session did in the window, for the alert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Evidence {
+    pub deletions: u64,
+    /// Destructive events (deletions, renames onto, truncations) per protected class.
+    pub protected: BTreeMap<String, u64>,
+    pub distinct_dirs: u64,
+    pub bytes_destroyed: u64,
+    pub raw_device_bytes: u64,
+    pub commands: Vec<Destructive>,
+    /// The most recent paths destroyed (escaped), at most 20.
+    pub sample_paths: Vec<String>,
+}
+
+/// A session's score crossed into a severity worth reporting.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub severity: Severity,
+    pub score: f64,
+    pub features: Vec<Feature>,
+    pub evidence: Evidence,
+    /// The kernel guard's action that drove it, if any.
+    pub guard: Option<GuardAction>,
+}
+
+#[derive(Default)]
+struct Bucket {
+    sec: u64,
+    deletions: u64,
+    protected: [u64; agent_common::guard::CLASS_COUNT],
+    bytes: u64,
+    raw_device_bytes: u64,
+}
+
+#[derive(Default)]
+struct SessionState {
+    buckets: VecDeque<Bucket>,
+    dirs: HashMap<u64, u64>,
+    commands: Vec<(u64, Destructive)>,
+    samples: VecDeque<Vec<u8>>,
+    guard: Option<(u64, GuardAction)>,
+    alerted: Option<(Severity, u64)>,
+    last_sec: u64,
+}
+
+/// Scores every session.
+#[derive(Default)]
+pub struct Scorer {
+    sessions: HashMap<SessionKey, SessionState>,
+}
+
+impl Scorer {
+    /// Takes one attributed event; returns a verdict when its session reaches
+    /// a severity at or above `policy.scoring.alert_at` that it had not been
+    /// alerted at (or not for a while).
+    pub fn observe(&mut self, event: &Attributed, policy: &Policy) -> Option<Verdict> {
+        let sec = event
+            .event
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let window = policy.scoring.window_secs;
+        if self.sessions.len() >= SESSIONS_CAP && !self.sessions.contains_key(&event.session.key) {
+            self.sessions
+                .retain(|_, s| sec.saturating_sub(s.last_sec) <= window);
+        }
+        let state = self.sessions.entry(event.session.key.clone()).or_default();
+        state.last_sec = sec;
+        while state
+            .buckets
+            .front()
+            .is_some_and(|b| sec.saturating_sub(b.sec) >= window)
+        {
+            state.buckets.pop_front();
+        }
+        if state.buckets.back().is_none_or(|b| b.sec != sec) {
+            state.buckets.push_back(Bucket {
+                sec,
+                ..Default::default()
+            });
+        }
+        if !state.record(event, sec, policy) {
+            return None;
+        }
+        state.dirs.retain(|_, seen| sec.saturating_sub(*seen) < window);
+        state
+            .commands
+            .retain(|(seen, _)| sec.saturating_sub(*seen) < window);
+        if state
+            .guard
+            .as_ref()
+            .is_some_and(|(seen, _)| sec.saturating_sub(*seen) >= window)
+        {
+            state.guard = None;
+        }
+
+        let (score, features, evidence) = state.score(sec, policy);
+        let severity = severity_of(score);
+        if severity < policy.scoring.alert_at {
+            return None;
+        }
+        // The kernel acting on its own is always worth an alert.
+        let kernel_acted =
+            matches!(&event.event.body, EventBody::Guard(g) if g.reason != GuardReason::MarkedSession);
+        let fresh = kernel_acted
+            || match state.alerted {
+                None => true,
+                Some((was, when)) => severity > was || sec.saturating_sub(when) >= REALERT_SECS,
+            };
+        if !fresh {
+            return None;
+        }
+        state.alerted = Some((severity, sec));
+        Some(Verdict {
+            severity,
+            score,
+            features,
+            evidence,
+            guard: state.guard.as_ref().map(|(_, g)| g.clone()),
+        })
+    }
+
+    /// Forgets a session's guard action and alert level (its mark was cleared).
+    pub fn reset(&mut self, key: &SessionKey) {
+        self.sessions.remove(key);
+    }
+}
+
+impl SessionState {
+    /// Adds the event; false if it cannot change the score.
+    fn record(&mut self, event: &Attributed, sec: u64, policy: &Policy) -> bool {
+        let bucket = self.buckets.back_mut().expect("a bucket for now");
+        let sample = |samples: &mut VecDeque<Vec<u8>>, path: &[u8]| {
+            if samples.len() == SAMPLES_CAP {
+                samples.pop_front();
+            }
+            samples.push_back(path.to_vec());
+        };
+        match &event.event.body {
+            EventBody::Deletion {
+                path,
+                kernel_class,
+                outcome,
+                ..
+            } if outcome.is_success() => {
+                bucket.deletions += 1;
+                let class = if *kernel_class != 0 {
+                    *kernel_class
+                } else {
+                    policy.class_of(path)
+                };
+                bucket.protected[class as usize % bucket.protected.len()] += u64::from(class != 0);
+                if self.dirs.len() < DIRS_CAP {
+                    self.dirs.insert(hash(parent(path)), sec);
+                }
+                sample(&mut self.samples, path);
+            }
+            EventBody::Rename { to, outcome, .. } if outcome.is_success() => {
+                let class = policy.class_of(to);
+                if class == 0 {
+                    return false;
+                }
+                bucket.protected[class as usize] += 1;
+                sample(&mut self.samples, to);
+            }
+            EventBody::Truncate {
+                path,
+                size_before,
+                outcome,
+                ..
+            } if outcome.is_success() => {
+                bucket.bytes += size_before.unwrap_or(0);
+                let class = policy.class_of(path);
+                bucket.protected[class as usize] += u64::from(class != 0);
+                sample(&mut self.samples, path);
+            }
+            EventBody::Exec { exe, argv, .. } => {
+                let destructive = commands::classify(exe, &argv.argv, |p| policy.class_of(p) != 0);
+                let Some(found) = destructive else { return false };
+                self.commands.push((sec, found));
+            }
+            EventBody::BlockWrite { bytes, .. } => bucket.raw_device_bytes += bytes,
+            EventBody::Guard(action) => self.guard = Some((sec, action.clone())),
+            _ => return false,
+        }
+        true
+    }
+
+    fn score(&self, sec: u64, policy: &Policy) -> (f64, Vec<Feature>, Evidence) {
+        let s = &policy.scoring;
+        let deletions: u64 = self.buckets.iter().map(|b| b.deletions).sum();
+        let recent: u64 = self
+            .buckets
+            .iter()
+            .filter(|b| sec.saturating_sub(b.sec) < RATE_SECS)
+            .map(|b| b.deletions)
+            .sum();
+        let rate = recent as f64 / RATE_SECS as f64;
+        let bytes: u64 = self.buckets.iter().map(|b| b.bytes).sum();
+        let raw: u64 = self.buckets.iter().map(|b| b.raw_device_bytes).sum();
+        let mut features = Vec::new();
+        let mut add = |name: String, value: f64, contribution: f64| {
+            if value > 0.0 {
+                features.push(Feature {
+                    name,
+                    value,
+                    contribution,
+                });
+            }
+        };
+        let ratio = |v: f64, full: f64| (v / full.max(1.0)).min(1.0);
+        add(
+            "mass_deletion".into(),
+            deletions as f64,
+            MASS_POINTS * ratio(deletions as f64, s.mass_deletion.into()),
+        );
+        add(
+            "deletion_rate".into(),
+            rate,
+            RATE_POINTS * ratio(rate, s.deletion_rate.into()),
+        );
+        add(
+            "distinct_dirs".into(),
+            self.dirs.len() as f64,
+            DIRS_POINTS * ratio(self.dirs.len() as f64, s.distinct_dirs.into()),
+        );
+        add(
+            "bytes_destroyed".into(),
+            bytes as f64,
+            BYTES_POINTS * ratio(bytes as f64, BYTES_FULL),
+        );
+        let mut evidence = Evidence {
+            deletions,
+            distinct_dirs: self.dirs.len() as u64,
+            bytes_destroyed: bytes,
+            raw_device_bytes: raw,
+            commands: self.commands.iter().map(|(_, c)| *c).collect(),
+            sample_paths: self.samples.iter().map(|p| crate::escape::escape(p)).collect(),
+            ..Default::default()
+        };
+        for (i, class) in policy.classes.iter().enumerate() {
+            let hits: u64 = self.buckets.iter().map(|b| b.protected[i + 1]).sum();
+            if hits > 0 {
+                evidence.protected.insert(class.name.clone(), hits);
+            }
+            add(
+                format!("protected_path:{}", class.name),
+                hits as f64,
+                PROTECTED_POINTS * ratio(hits as f64, class.limit.into()),
+            );
+        }
+        if let Some(worst) = self
+            .commands
+            .iter()
+            .map(|(_, c)| *c)
+            .max_by(|a, b| a.weight().total_cmp(&b.weight()))
+        {
+            add(
+                format!(
+                    "destructive_command:{}",
+                    serde_json::to_value(worst)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("")
+                ),
+                1.0,
+                worst.weight(),
+            );
+        }
+        if let Some((_, action)) = &self.guard {
+            let reason = match action.reason {
+                GuardReason::ProtectedDevice => "raw_write_to_protected_device",
+                _ => "kernel_limit_crossed",
+            };
+            add(format!("guard:{reason}"), 1.0, GUARD_POINTS);
+        }
+        let score = features.iter().map(|f| f.contribution).sum();
+        (score, features, evidence)
+    }
+}
+
+fn parent(path: &[u8]) -> &[u8] {
+    path.iter().rposition(|&b| b == b'/').map_or(path, |i| &path[..i])
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
