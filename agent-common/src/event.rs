@@ -11,6 +11,9 @@ pub const AUDIT_UNSET: u32 = u32::MAX;
 
 /// [`TaskInfo::flags`]: the task is a kernel thread.
 pub const TASK_FLAG_KTHREAD: u32 = 1 << 0;
+/// [`TaskInfo::flags`]: the process is exempt from the guard (an allowlisted
+/// program or its child), as the probes knew at the event.
+pub const TASK_FLAG_EXEMPT: u32 = 1 << 1;
 
 /// What a ring-buffer record holds. Numbers are grouped by family and never reused.
 #[repr(u32)]

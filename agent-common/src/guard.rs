@@ -38,6 +38,26 @@ impl SessionKind {
     }
 }
 
+/// Length of an allowlisted script path as a map key, NUL-padded.
+pub const SCRIPT_PATH_LEN: usize = 256;
+
+/// An allowlisted executable's absolute path, NUL-padded: the key the probes
+/// look the `execve` filename up by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScriptPath(pub [u8; SCRIPT_PATH_LEN]);
+
+impl ScriptPath {
+    /// `None` if the path does not fit.
+    pub fn new(path: &[u8]) -> Option<ScriptPath> {
+        let mut key = [0u8; SCRIPT_PATH_LEN];
+        (path.len() < SCRIPT_PATH_LEN).then(|| {
+            key[..path.len()].copy_from_slice(path);
+            ScriptPath(key)
+        })
+    }
+}
+
 /// Key of the per-session maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

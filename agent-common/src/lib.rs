@@ -44,6 +44,7 @@ user_pod!(
     guard::SessionCounts,
     guard::Mark,
     guard::DirKey,
+    guard::ScriptPath,
 );
 
 /// Asserts at compile time that a record type starts with the common envelope,

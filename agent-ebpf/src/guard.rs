@@ -6,16 +6,19 @@
 
 use agent_common::{
     guard::{
-        DirKey, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, SessionCounts, SessionId, SessionKind,
-        CLASS_ANY, CLASS_COUNT,
+        DirKey, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, ScriptPath, SessionCounts, SessionId,
+        SessionKind, CLASS_ANY, CLASS_COUNT, SCRIPT_PATH_LEN,
     },
     event::{AUDIT_UNSET, TASK_FLAG_KTHREAD},
     EventKind, KernelOffsets, TaskInfo,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_send_signal},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_probe_read_user_str, bpf_send_signal},
+    },
     macros::map,
-    maps::{Array, HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 
 use crate::{
@@ -51,10 +54,43 @@ static EXEMPT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 static EXEMPT_EXES: HashMap<DirKey, u32> = HashMap::with_max_entries(256, 0);
 
-/// At exec: a process running an allowlisted executable (or script) is
-/// exempt from here on, before it can delete anything.
+/// Allowlisted executables and scripts, by the absolute path they are run by.
+#[map]
+static EXEMPT_PATHS: HashMap<ScriptPath, u32> = HashMap::with_max_entries(256, 0);
+/// Threads whose `execve` named an allowlisted path, until the exec succeeds.
+#[map]
+static PENDING_EXEMPT: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 0);
+/// Room to build a path key (too large for the stack).
+#[map]
+static PATH_KEY: PerCpuArray<ScriptPath> = PerCpuArray::with_max_entries(1, 0);
+
+/// At `execve` entry: if `filename` is an allowlisted path, the exec is
+/// exempted once it succeeds. A script's own file is gone by then (the
+/// interpreter replaced it), so scripts are recognised here, by path.
+#[inline(always)]
+pub fn note_allowlisted_exec(filename: u64) {
+    let Some(key) = PATH_KEY.get_ptr_mut(0) else { return };
+    let key = unsafe { &mut *key };
+    key.0 = [0; SCRIPT_PATH_LEN];
+    let read = unsafe {
+        bpf_probe_read_user_str(key.0.as_mut_ptr().cast(), SCRIPT_PATH_LEN as u32, filename as *const _)
+    };
+    if read > 0 && unsafe { EXEMPT_PATHS.get(key) }.is_some() {
+        let _ = PENDING_EXEMPT.insert(&bpf_get_current_pid_tgid(), &1, 0);
+    }
+}
+
+/// At a successful exec: a process running an allowlisted executable (by
+/// inode) or script (by the path noted at entry) is exempt from here on,
+/// before it can delete anything.
 #[inline(always)]
 pub fn exempt_if_allowlisted(bprm: u64, pid: u32, o: &KernelOffsets) {
+    let thread = bpf_get_current_pid_tgid();
+    if unsafe { PENDING_EXEMPT.get(&thread) }.is_some() {
+        let _ = PENDING_EXEMPT.remove(&thread);
+        let _ = EXEMPT_PIDS.insert(&pid, &1, 0);
+        return;
+    }
     let script = if o.bprm_executable != 0 { read_u64(bprm, o.bprm_executable) } else { 0 };
     let file = if script != 0 { script } else { read_u64(bprm, o.bprm_file) };
     let inode = read_u64(file, o.file_inode);
@@ -66,6 +102,12 @@ pub fn exempt_if_allowlisted(bprm: u64, pid: u32, o: &KernelOffsets) {
     if unsafe { EXEMPT_EXES.get(&key) }.is_some() {
         let _ = EXEMPT_PIDS.insert(&pid, &1, 0);
     }
+}
+
+/// Whether the probes exempted process `pid`.
+#[inline(always)]
+pub fn is_exempt_pid(pid: u32) -> bool {
+    unsafe { EXEMPT_PIDS.get(&pid) }.is_some()
 }
 
 /// At fork: children of exempt processes are exempt.
@@ -148,7 +190,7 @@ fn exempt(task: &Subject, cfg: &GuardConfig) -> bool {
     task.pid <= 1
         || task.flags & TASK_FLAG_KTHREAD != 0
         || task.pid == cfg.agent_pid
-        || unsafe { EXEMPT_PIDS.get(&task.pid) }.is_some()
+        || is_exempt_pid(task.pid)
         || unsafe { EXEMPT_UIDS.get(&task.uid) }.is_some()
         || unsafe { EXEMPT_CGROUPS.get(&task.cgroup_id) }.is_some()
 }

@@ -16,14 +16,24 @@ use crate::{
     kernel::{read_u32, read_u64},
     maps::offsets,
     record::Record,
+    syscall::arg,
     task,
 };
 
-/// `sys_enter_execve` and `sys_enter_execveat`: a marked session's process
-/// dies here, before the new program runs a single instruction.
+/// `sys_enter_execve`: a marked session's process dies here, before the new
+/// program runs a single instruction.
 #[tracepoint]
-pub fn exec_enter(_ctx: TracePointContext) -> u32 {
+pub fn execve_enter(ctx: TracePointContext) -> u32 {
     guard::check_marked(GuardHook::Exec);
+    guard::note_allowlisted_exec(arg(&ctx, 0));
+    0
+}
+
+/// `sys_enter_execveat`, as `execve_enter` (the filename is the second argument).
+#[tracepoint]
+pub fn execveat_enter(ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::Exec);
+    guard::note_allowlisted_exec(arg(&ctx, 1));
     0
 }
 

@@ -1,7 +1,7 @@
 //! Who is making the current syscall.
 
 use agent_common::{
-    event::{AUDIT_UNSET, TASK_FLAG_KTHREAD},
+    event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
     KernelOffsets, TaskInfo,
 };
 use aya_ebpf::helpers::{
@@ -35,7 +35,7 @@ pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
     info.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     info.start_ns = read_u64(read_u64(task, o.task_group_leader), o.task_start_boottime);
     info.ppid = read_u32(read_u64(task, o.task_real_parent), o.task_tgid);
-    info.flags = flags(task, o);
+    info.flags = flags(task, o) | if crate::guard::is_exempt_pid(info.pid) { TASK_FLAG_EXEMPT } else { 0 };
     // Offset 0 means the kernel has no audit fields: no login session.
     info.loginuid = if o.task_loginuid != 0 { read_u32(task, o.task_loginuid) } else { AUDIT_UNSET };
     (info.audit_session, info.sid) = audit_and_sid(task, o);

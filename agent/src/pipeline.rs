@@ -30,10 +30,11 @@ use crate::{
     scoring::Scorer,
 };
 
-/// How often the kernel loss counters and the policy file are checked.
+/// How often the kernel loss counters, the policy file and the protected
+/// paths are checked.
 const TICK: Duration = Duration::from_secs(1);
-/// How often protected paths and devices are re-resolved for the kernel.
-const REFRESH: Duration = Duration::from_secs(5);
+/// How often block devices are rescanned for data worth protecting.
+const DEVICE_REFRESH: Duration = Duration::from_secs(5);
 
 /// What the loop needs besides the probes.
 pub struct Settings {
@@ -52,6 +53,15 @@ struct Stages {
 }
 
 impl Stages {
+    /// A new policy takes over; what the model and scorer know is kept.
+    fn reload(&mut self, policy: Policy) {
+        if let Err(e) = self.responder.apply(&policy) {
+            warn!(error = %format!("{e:#}"), "cannot apply the new policy to the kernel guard");
+        }
+        info!(mode = ?policy.mode, classes = policy.classes.len(), "policy in force");
+        self.policy = policy;
+    }
+
     fn handle(&mut self, record: &[u8], output: &mut Output, losses: &mut Losses) -> anyhow::Result<()> {
         let event = match decode(record, &self.clock) {
             Ok(event) => event,
@@ -131,23 +141,23 @@ pub async fn run(
                     output.losses(&losses)?;
                     output.flush()?;
                 }
-                let reloaded = watch.poll(false);
-                let due = last_refresh.elapsed() >= REFRESH;
-                if reloaded.is_some() || due {
-                    stages.policy = reloaded.unwrap_or_else(|| stages.policy.clone());
-                    if let Err(e) = stages.responder.apply(&stages.policy) {
-                        warn!(error = %format!("{e:#}"), "cannot update the kernel guard");
-                    }
+                if let Some(policy) = watch.poll(false) {
+                    stages.reload(policy);
+                }
+                let updated = if last_refresh.elapsed() >= DEVICE_REFRESH {
                     last_refresh = Instant::now();
+                    stages.responder.refresh_devices()
+                } else {
+                    stages.responder.refresh_paths(&stages.policy)
+                };
+                if let Err(e) = updated {
+                    warn!(error = %format!("{e:#}"), "cannot update the kernel guard");
                 }
             }
             _ = hangup.recv() => {
                 info!("SIGHUP: reloading the policy");
                 if let Some(policy) = watch.poll(true) {
-                    stages.policy = policy;
-                    if let Err(e) = stages.responder.apply(&stages.policy) {
-                        warn!(error = %format!("{e:#}"), "cannot update the kernel guard");
-                    }
+                    stages.reload(policy);
                 }
             }
             () = &mut shutdown => break,

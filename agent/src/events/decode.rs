@@ -7,7 +7,7 @@ use std::mem::size_of;
 
 use agent_common::{
     block::{split_dev, RawBlockOpen, RawBlockWrite},
-    event::{AUDIT_UNSET, TASK_FLAG_KTHREAD},
+    event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
     fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, TruncateOp, SIZE_UNKNOWN},
     guard::{GuardHook, GuardReason, RawGuard, SessionKind},
     path::RawPath,
@@ -222,6 +222,7 @@ fn task(task: &TaskInfo) -> Task {
         pgid: task.pgid,
         sid: task.sid,
         kernel_thread: task.flags & TASK_FLAG_KTHREAD != 0,
+        allowlisted: task.flags & TASK_FLAG_EXEMPT != 0,
     }
 }
 

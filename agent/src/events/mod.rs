@@ -253,6 +253,8 @@ pub struct Task {
     /// POSIX session (`setsid`).
     pub sid: u32,
     pub kernel_thread: bool,
+    /// The probes exempted the process (an allowlisted program or its child).
+    pub allowlisted: bool,
 }
 
 pub(crate) fn serialize_time<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

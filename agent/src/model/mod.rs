@@ -70,6 +70,12 @@ impl Model {
                 self.name_device(device);
                 self.processes.touch(task);
             }
+            EventBody::Guard(action) => {
+                if let Some(device) = &mut action.device {
+                    self.name_device(device);
+                }
+                self.processes.touch(task);
+            }
             _ => {
                 self.processes.touch(task);
             }

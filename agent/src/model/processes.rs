@@ -256,6 +256,7 @@ mod tests {
             pgid: pid,
             sid,
             kernel_thread: false,
+            allowlisted: false,
         }
     }
 

@@ -124,6 +124,7 @@ mod tests {
             pgid: 10,
             sid,
             kernel_thread: false,
+            allowlisted: false,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use agent_common::guard::{DirKey, GuardConfig, Mark, SessionId};
+use agent_common::guard::{DirKey, GuardConfig, Mark, ScriptPath, SessionId};
 use aya::maps::{Array, HashMap, MapData, MapError};
 
 use super::ProbeError;
@@ -17,6 +17,7 @@ pub struct GuardMaps {
     exempt_uids: HashMap<MapData, u32, u32>,
     exempt_cgroups: HashMap<MapData, u64, u32>,
     exempt_exes: HashMap<MapData, DirKey, u32>,
+    exempt_paths: HashMap<MapData, ScriptPath, u32>,
 }
 
 impl GuardMaps {
@@ -37,6 +38,7 @@ impl GuardMaps {
             exempt_uids: map(ebpf, "EXEMPT_UIDS")?,
             exempt_cgroups: map(ebpf, "EXEMPT_CGROUPS")?,
             exempt_exes: map(ebpf, "EXEMPT_EXES")?,
+            exempt_paths: map(ebpf, "EXEMPT_PATHS")?,
         })
     }
 
@@ -60,9 +62,15 @@ impl GuardMaps {
         replace(&mut self.devices, &devices.iter().map(|&d| (d, 1)).collect())
     }
 
-    /// Replaces the allowlisted executables (by inode).
-    pub fn set_exempt_exes(&mut self, exes: &HashSet<DirKey>) -> Result<(), MapError> {
-        replace(&mut self.exempt_exes, &exes.iter().map(|&k| (k, 1)).collect())
+    /// Replaces the allowlisted executables: by inode (binaries) and by the
+    /// path they are run by (scripts too).
+    pub fn set_exempt_exes(
+        &mut self,
+        exes: &HashSet<DirKey>,
+        paths: &HashSet<ScriptPath>,
+    ) -> Result<(), MapError> {
+        replace(&mut self.exempt_exes, &exes.iter().map(|&k| (k, 1)).collect())?;
+        replace(&mut self.exempt_paths, &paths.iter().map(|&k| (k, 1)).collect())
     }
 
     /// Whether the probes exempted `pid` (an allowlisted program or its child).

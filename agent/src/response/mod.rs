@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::guard::{DirKey, GuardConfig, GuardReason, Mark, CLASS_COUNT};
+use agent_common::guard::{DirKey, GuardConfig, GuardReason, Mark, ScriptPath, CLASS_COUNT};
 use serde::Serialize;
 use tracing::{debug, warn};
 
@@ -49,6 +49,15 @@ pub struct Responder {
     acted: HashMap<SessionKey, Instant>,
     kills: VecDeque<Instant>,
     pod_namespaces: HashMap<String, Option<String>>,
+    resolved: Option<Resolved>,
+}
+
+/// What the policy's paths resolved to, last time.
+#[derive(PartialEq, Eq)]
+struct Resolved {
+    dirs: HashMap<DirKey, u32>,
+    exes: HashSet<DirKey>,
+    paths: HashSet<ScriptPath>,
 }
 
 impl Responder {
@@ -61,12 +70,12 @@ impl Responder {
             acted: HashMap::new(),
             kills: VecDeque::new(),
             pod_namespaces: HashMap::new(),
+            resolved: None,
         }
     }
 
     /// Puts the policy into the kernel: mode, limits, protected directories
-    /// and devices, allowlisted executables and users. Called at start, on
-    /// reload, and periodically (paths and devices come and go).
+    /// and devices, allowlisted executables and users. At start and on reload.
     pub fn apply(&mut self, policy: &Policy) -> anyhow::Result<()> {
         let mut limits = [0u32; CLASS_COUNT];
         limits[0] = policy.guard.any_path_limit;
@@ -84,22 +93,6 @@ impl Responder {
             kill_marked_on_exec: u32::from(policy.guard.kill_marked_on_exec),
             _pad: 0,
         })?;
-        let mut dirs = HashMap::new();
-        for (i, class) in policy.classes.iter().enumerate() {
-            for path in &class.paths {
-                if let Some(key) = inode_key(path) {
-                    dirs.insert(key, i as u32 + 1);
-                }
-            }
-        }
-        self.guard.set_dirs(&dirs)?;
-        let exes: HashSet<DirKey> = policy
-            .allow
-            .executables
-            .iter()
-            .filter_map(|p| inode_key(p))
-            .collect();
-        self.guard.set_exempt_exes(&exes)?;
         self.allowed_uids = policy
             .allow
             .users
@@ -112,21 +105,54 @@ impl Responder {
             })
             .collect();
         self.guard.set_exempt_uids(&self.allowed_uids)?;
-        self.guard.set_devices(&devices::scan())?;
         self.guard.clear_exempt_cgroups()?;
-        debug!(
-            protected_dirs = dirs.len(),
-            allowlisted_exes = exes.len(),
-            "policy applied to the kernel guard"
-        );
+        self.resolved = None;
+        self.refresh_paths(policy)?;
+        self.refresh_devices()
+    }
+
+    /// Re-resolves protected directories and allowlisted executables: paths
+    /// appear, and are replaced (a new inode), while the agent runs. Cheap;
+    /// the kernel maps are written only when something changed.
+    pub fn refresh_paths(&mut self, policy: &Policy) -> anyhow::Result<()> {
+        let mut dirs = HashMap::new();
+        for (i, class) in policy.classes.iter().enumerate() {
+            for path in &class.paths {
+                if let Some(key) = inode_key(path) {
+                    dirs.insert(key, i as u32 + 1);
+                }
+            }
+        }
+        let allow = &policy.allow.executables;
+        let exes: HashSet<DirKey> = allow.iter().filter_map(|p| inode_key(p)).collect();
+        let paths: HashSet<ScriptPath> = allow
+            .iter()
+            .filter_map(|p| ScriptPath::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())))
+            .collect();
+        let resolved = Resolved { dirs, exes, paths };
+        if self.resolved.as_ref() != Some(&resolved) {
+            self.guard.set_dirs(&resolved.dirs)?;
+            self.guard.set_exempt_exes(&resolved.exes, &resolved.paths)?;
+            debug!(
+                protected_dirs = resolved.dirs.len(),
+                allowlisted_exes = resolved.exes.len(),
+                "kernel guard paths updated"
+            );
+            self.resolved = Some(resolved);
+        }
         Ok(())
+    }
+
+    /// Rescans which block devices hold data (reads their first bytes).
+    pub fn refresh_devices(&mut self) -> anyhow::Result<()> {
+        Ok(self.guard.set_devices(&devices::scan())?)
     }
 
     /// Whether the event's process is allowlisted by `policy`. Allowlisted
     /// units and namespaces are also handed to the kernel, by cgroup.
     pub fn is_allowed(&mut self, event: &Attributed, policy: &Policy) -> bool {
         let task = &event.event.process;
-        if self.allowed_uids.contains(&task.uid) || self.guard.is_exempt_pid(task.pid) {
+        if task.allowlisted || self.allowed_uids.contains(&task.uid) {
             return true;
         }
         let Some(cgroup) = event.session.cgroup.as_deref() else {
@@ -167,8 +193,17 @@ impl Responder {
         if verdict.severity < policy.scoring.act_at && !kernel_acted {
             return None;
         }
-        let now = Instant::now();
+        let task = &event.event.process;
         let key = &event.session.key;
+        let cgroup = event.session.cgroup.as_ref().map(|c| c.path.as_str());
+        let selector = kill::selector(policy.target, task.pid, task.pgid, key, cgroup);
+        if policy.mode == Mode::Monitor {
+            // Nothing is done, so every decision is reported as it comes.
+            return Some(ActionReport::Monitored {
+                would_kill: format!("{selector:?}"),
+            });
+        }
+        let now = Instant::now();
         if self
             .acted
             .get(key)
@@ -178,14 +213,6 @@ impl Responder {
         }
         self.acted.retain(|_, at| now.duration_since(*at) < ACT_COOLDOWN);
         self.acted.insert(key.clone(), now);
-        let task = &event.event.process;
-        let cgroup = event.session.cgroup.as_ref().map(|c| c.path.as_str());
-        let selector = kill::selector(policy.target, task.pid, task.pgid, key, cgroup);
-        if policy.mode == Mode::Monitor {
-            return Some(ActionReport::Monitored {
-                would_kill: format!("{selector:?}"),
-            });
-        }
         while self
             .kills
             .front()

@@ -319,6 +319,12 @@ impl SessionState {
                 hits as f64,
                 PROTECTED_POINTS * ratio(hits as f64, class.limit.into()),
             );
+            // The class limit, enforced here for what the kernel could not
+            // classify (names like `dir/file` relative to the cwd, whose
+            // directory the probe does not walk).
+            if hits >= u64::from(class.limit) {
+                add(format!("limit_reached:{}", class.name), hits as f64, GUARD_POINTS);
+            }
         }
         if let Some(worst) = self
             .commands
@@ -358,4 +364,103 @@ fn hash(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use agent_common::fs::DeleteOp;
+
+    use super::*;
+    use crate::{
+        events::{Event, Outcome, Task},
+        model::Session,
+    };
+
+    fn policy() -> Policy {
+        let text =
+            crate::policy::DEFAULT_POLICY.replace("\"/backup\", ", "\"/srv/prod-backups\", \"/backup\", ");
+        Policy::parse("t.toml", &text).unwrap()
+    }
+
+    fn deletion(path: &str, n: u64) -> Attributed {
+        let task = Task {
+            pid: 1000 + n as u32,
+            tid: 1000 + n as u32,
+            ppid: 99,
+            uid: 0,
+            gid: 0,
+            comm: b"rm".to_vec(),
+            cgroup_id: 1,
+            start_ns: 0,
+            login_uid: Some(1000),
+            audit_session: Some(7),
+            pgid: 99,
+            sid: 99,
+            kernel_thread: false,
+            allowlisted: false,
+        };
+        let session = Session::new(&task, None, None);
+        let body = EventBody::Deletion {
+            op: DeleteOp::Unlinkat,
+            path: path.as_bytes().to_vec(),
+            path_complete: true,
+            kernel_class: 0,
+            outcome: Outcome::Success,
+        };
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000) + Duration::from_millis(n);
+        Attributed {
+            event: Event {
+                time,
+                body,
+                process: task,
+            },
+            session,
+            ancestry: vec![],
+        }
+    }
+
+    #[test]
+    fn reaching_a_class_limit_is_critical_and_explained() {
+        let policy = policy();
+        let limit = policy.classes.iter().find(|c| c.name == "backup").unwrap().limit as u64;
+        let mut scorer = Scorer::default();
+        let mut verdicts = Vec::new();
+        for n in 0..limit + 5 {
+            if let Some(v) = scorer.observe(&deletion(&format!("/srv/prod-backups/f{n}"), n), &policy) {
+                verdicts.push((n, v));
+            }
+        }
+        let (at, critical) = verdicts
+            .iter()
+            .find(|(_, v)| v.severity == Severity::Critical)
+            .expect("critical");
+        assert_eq!(*at, limit - 1, "critical at the limit-th deletion");
+        assert!(critical
+            .features
+            .iter()
+            .any(|f| f.name == "limit_reached:backup" && f.contribution == GUARD_POINTS));
+        assert_eq!(critical.evidence.protected["backup"], limit);
+        assert!(
+            verdicts.iter().map(|(_, v)| v.severity).is_sorted(),
+            "severity only rises"
+        );
+    }
+
+    #[test]
+    fn mass_deletion_outside_protected_paths_stays_below_high() {
+        let policy = policy();
+        let mut scorer = Scorer::default();
+        let worst = (0..20_000u64)
+            .filter_map(|n| {
+                scorer.observe(
+                    &deletion(&format!("/home/dev/proj/target/d{}/f{n}", n % 900), n),
+                    &policy,
+                )
+            })
+            .map(|v| v.severity)
+            .max();
+        assert_eq!(worst, Some(Severity::Medium));
+    }
 }

@@ -4,4 +4,5 @@
 
 mod attribution;
 mod deletions;
+mod enforcement;
 mod support;

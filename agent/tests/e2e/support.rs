@@ -135,9 +135,30 @@ impl Agent {
         seen
     }
 
+    /// Starts the agent with `policy` (TOML text), written into the sandbox.
+    pub fn start_with_policy(sandbox: &Sandbox, policy: &str) -> Agent {
+        let path = sandbox.path().join("policy.toml");
+        std::fs::write(&path, policy).expect("write policy");
+        Self::start_with(sandbox, &["--policy", path.to_str().expect("utf-8 sandbox")])
+    }
+
+    /// Alerts about login session `audit`, until `done` holds.
+    pub fn alerts_for(&self, audit: u64, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let key = format!("login:{audit}");
+        self.collect(
+            |e| e["type"] == "alert" && e["session"]["key"] == key.as_str(),
+            done,
+        )
+    }
+
     /// Stops the agent with SIGTERM and returns every line it printed since
     /// the last read, ending with its final loss report.
-    pub fn stop(mut self) -> Vec<Value> {
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_with_stderr().0
+    }
+
+    /// [`Agent::stop`], also returning what the agent logged.
+    pub fn stop_with_stderr(mut self) -> (Vec<Value>, String) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::SIGTERM,
@@ -151,7 +172,12 @@ impl Agent {
         }
         let stderr = self.stop_stderr();
         assert!(status.success(), "levee-agent exited with {status}:\n{stderr}");
-        rest
+        let unparsed: Vec<_> = rest.iter().filter(|l| l["type"] == "unparsed").collect();
+        assert!(
+            unparsed.is_empty(),
+            "levee-agent printed lines that are not JSON: {unparsed:?}"
+        );
+        (rest, stderr)
     }
 
     fn stop_stderr(&mut self) -> String {
@@ -172,11 +198,13 @@ impl Drop for Agent {
     }
 }
 
+/// Forwards the agent's stdout as JSON values. A line that is not JSON (only
+/// possible if the agent died mid-line) arrives as `{"type": "unparsed"}`.
 fn forward_json(stdout: ChildStdout, tx: mpsc::Sender<Value>) {
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
-        let value: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("agent printed non-JSON {line:?}: {e}"));
+        let value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| serde_json::json!({"type": "unparsed", "line": line}));
         if tx.send(value).is_err() {
             break;
         }
@@ -305,4 +333,87 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// Runs `script` with `sh` in a session of its own with a login uid, as an
+/// attacker's login would be: a new audit session the agent can score and
+/// kill without touching the test's own processes. Returns the shell's exit
+/// status and the audit session id.
+pub fn in_login_session(cwd: &Path, script: &str) -> (std::process::ExitStatus, u64) {
+    use std::os::unix::process::CommandExt;
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    let full = format!(
+        "echo 4242 > /proc/self/loginuid && cat /proc/self/sessionid > {} && {script}",
+        out.path().display()
+    );
+    let mut command = Command::new("sh");
+    command.args(["-c", &full]).current_dir(cwd);
+    // SAFETY: setsid is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let status = command.status().expect("run attack");
+    let session = std::fs::read_to_string(out.path())
+        .expect("session id")
+        .trim()
+        .parse()
+        .expect("a number");
+    (status, session)
+}
+
+/// Files (not directories) below `dir`.
+pub fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A policy for tests: one protected class, `backups` in the sandbox.
+pub fn test_policy(sandbox: &Sandbox, mode: &str, backup_limit: u32, allowlisted: &[&Path]) -> String {
+    let allow: Vec<String> = allowlisted
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    format!(
+        r#"mode = "{mode}"
+
+[scoring]
+window_secs = 60
+mass_deletion = 5000
+deletion_rate = 500
+distinct_dirs = 500
+alert_at = "medium"
+act_at = "critical"
+
+[guard]
+any_path_limit = 100000
+protect_devices = true
+kill_marked_on_exec = true
+
+[[path_class]]
+name = "backup"
+paths = ["{backups}"]
+limit = {backup_limit}
+
+[allow]
+executables = [{allow}]
+
+[action]
+target = "session"
+
+[safety]
+never_kill = []
+max_kills_per_minute = 1000
+"#,
+        backups = sandbox.path().join("backups").display(),
+        allow = allow.join(", "),
+    )
 }

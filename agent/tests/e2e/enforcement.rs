@@ -1,0 +1,350 @@
+//! Stopping destruction: the in-kernel guard, userspace scoring and kills,
+//! monitor mode, benign work that must pass, and policy reloads. Each attack
+//! runs in a login session of its own (see `support::in_login_session`).
+
+use std::{os::unix::process::ExitStatusExt, path::Path, process::Command};
+
+use serde_json::Value;
+
+use crate::support::{count_files, in_login_session, run, test_policy, Agent, LoopDevice, Sandbox};
+
+const LIMIT: usize = 100;
+
+fn killed(status: std::process::ExitStatus) -> bool {
+    status.signal() == Some(libc::SIGKILL)
+}
+
+/// `n` files spread over directories below `dir`.
+fn fill(dir: &Path, dirs: usize, n: usize) {
+    for d in 0..dirs {
+        std::fs::create_dir_all(dir.join(format!("d{d:03}"))).unwrap();
+    }
+    for i in 0..n {
+        std::fs::write(dir.join(format!("d{:03}/f{i:05}", i % dirs)), b"x").unwrap();
+    }
+}
+
+fn severity_at_least_high(alert: &Value) -> bool {
+    matches!(alert["severity"].as_str(), Some("high" | "critical"))
+}
+
+#[test]
+fn rm_rf_of_20000_files_under_a_protected_class_is_killed_within_the_limit() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 100, 20_000);
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+
+    let (status, session) = in_login_session(sandbox.path(), "exec rm -rf backups");
+
+    assert!(killed(status), "rm must die by SIGKILL: {status:?}");
+    let lost = 20_000 - count_files(&backups);
+    assert!(lost <= LIMIT + 1, "lost {lost} files, limit {LIMIT}");
+    let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
+    let alert = alerts
+        .iter()
+        .find(|a| !a["guard"].is_null())
+        .expect("an alert with the guard's decision");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["guard"]["reason"], "limit_crossed");
+    assert_eq!(alert["guard"]["killed"], true);
+    assert_eq!(alert["guard"]["limit"], LIMIT);
+    assert!(
+        alert["mitre"].as_array().unwrap().contains(&Value::from("T1490")),
+        "backups: inhibit recovery"
+    );
+    assert!(alert["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "guard:kernel_limit_crossed"));
+    assert_eq!(alert["process"]["comm"], "rm");
+    agent.stop();
+}
+
+#[test]
+fn a_shell_loop_of_one_rm_per_file_is_stopped_as_a_session() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 1, 1000);
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+
+    let (status, session) = in_login_session(sandbox.path(), r#"for f in backups/*/*; do rm "$f"; done"#);
+
+    assert!(
+        killed(status),
+        "the looping shell itself must be killed: {status:?}"
+    );
+    // `rm backups/d000/fN` names its directory relative to the cwd, which the
+    // probe does not walk: the agent enforces this class limit from its own
+    // count, milliseconds behind the kernel. Stopped near the limit, far from
+    // the 1,000 files the loop would have taken.
+    let lost = 1000 - count_files(&backups);
+    assert!(
+        (LIMIT - 1..2 * LIMIT).contains(&lost),
+        "lost {lost} files, limit {LIMIT}"
+    );
+    let alerts = agent.alerts_for(session, |seen| {
+        seen.iter().any(|a| a["action"]["kind"] == "killed")
+    });
+    let acted = alerts
+        .iter()
+        .find(|a| a["action"]["kind"] == "killed")
+        .expect("the agent acted");
+    assert_eq!(
+        acted["action"]["kill"]["target"],
+        format!("login session {session}")
+    );
+    let everything = agent.everything_until_now(&sandbox);
+    let exec_kills = everything
+        .iter()
+        .filter(|e| e["type"] == "guard" && e["hook"] == "exec" && e["killed"] == true)
+        .count();
+    assert!(exec_kills < 1000 - LIMIT, "{exec_kills}");
+    agent.stop();
+}
+
+#[test]
+fn find_exec_rm_is_stopped() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 4, 600);
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+
+    let (status, session) = in_login_session(sandbox.path(), r"exec find backups -type f -exec rm {} \;");
+
+    assert!(killed(status), "find must be killed: {status:?}");
+    // As in the shell loop: `rm backups/dNNN/fN` is enforced by the agent.
+    let lost = 600 - count_files(&backups);
+    assert!(
+        (LIMIT - 1..2 * LIMIT).contains(&lost),
+        "lost {lost} files, limit {LIMIT}"
+    );
+    let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| a["severity"] == "critical"));
+    assert!(alerts.iter().any(|a| a["severity"] == "critical"));
+    agent.stop();
+}
+
+#[test]
+fn dd_over_a_loop_device_holding_a_filesystem_is_killed() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 32);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk.device));
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+
+    let script = format!(
+        "exec dd if=/dev/zero of={} bs=64k count=256 oflag=direct status=none",
+        disk.device.display()
+    );
+    let (status, session) = in_login_session(sandbox.path(), &script);
+
+    assert!(killed(status), "dd must be killed: {status:?}");
+    let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
+    let alert = alerts.iter().find(|a| !a["guard"].is_null()).unwrap();
+    assert_eq!(alert["guard"]["reason"], "protected_device");
+    assert_eq!(alert["guard"]["device"]["name"], disk.name());
+    assert_eq!(alert["severity"], "critical");
+    assert!(alert["mitre"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("T1561.001")));
+    // At most the first 64 KiB write went through: the rest of the device is untouched.
+    let backing = std::fs::read(sandbox.path().join("disk.img")).unwrap();
+    let zeroed_from_start = backing.iter().take_while(|&&b| b == 0).count();
+    assert!(
+        zeroed_from_start <= 64 * 1024 * 2,
+        "dd wrote {zeroed_from_start} bytes of zeros"
+    );
+    agent.stop();
+}
+
+#[test]
+fn shred_over_many_files_is_detected() {
+    let sandbox = Sandbox::new();
+    let docs = sandbox.path().join("docs");
+    fill(&docs, 1, 40);
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+
+    let (status, session) = in_login_session(sandbox.path(), "shred -u docs/*/*");
+
+    assert!(
+        status.success(),
+        "shred outside protected paths is reported, not killed: {status:?}"
+    );
+    let alerts = agent.alerts_for(session, |seen| !seen.is_empty());
+    let alert = &alerts[0];
+    assert!(
+        alert["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "destructive_command:shred"),
+        "{alert}"
+    );
+    assert!(alert["mitre"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("T1070.004")));
+    assert!(alert["action"].is_null());
+    agent.stop();
+}
+
+#[test]
+fn monitor_mode_alerts_on_the_same_attacks_and_kills_nothing() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 3, 300);
+    let disk = LoopDevice::new(&sandbox, 8);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk.device));
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "monitor", LIMIT as u32, &[]));
+
+    let (rm, rm_session) = in_login_session(sandbox.path(), "exec rm -rf backups");
+    let dd = format!(
+        "exec dd if=/dev/zero of={} bs=64k count=16 status=none",
+        disk.device.display()
+    );
+    let (dd, dd_session) = in_login_session(sandbox.path(), &dd);
+
+    assert!(
+        rm.success() && dd.success(),
+        "nothing is killed in monitor mode: {rm:?} {dd:?}"
+    );
+    assert!(!backups.exists(), "the whole tree went");
+    for session in [rm_session, dd_session] {
+        let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
+        let alert = alerts
+            .iter()
+            .find(|a| !a["guard"].is_null())
+            .expect("the guard reported");
+        assert_eq!(alert["severity"], "critical");
+        assert_eq!(alert["guard"]["killed"], false);
+        assert_eq!(alert["mode"], "monitor");
+        assert!(
+            alerts.iter().any(|a| a["action"]["kind"] == "monitored"),
+            "{alerts:#?}"
+        );
+        assert!(!alerts.iter().any(|a| a["action"]["kind"] == "killed"));
+    }
+    agent.stop();
+}
+
+/// Work that deletes a lot but destroys nothing anyone protects: never
+/// killed, never a high alert.
+#[test]
+fn benign_mass_deletions_are_neither_killed_nor_raised_high() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path();
+    // cargo clean of a large target directory.
+    std::fs::create_dir_all(dir.join("proj/src")).unwrap();
+    std::fs::write(
+        dir.join("proj/Cargo.toml"),
+        "[package]\nname = \"proj\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("proj/src/main.rs"), "fn main() {}\n").unwrap();
+    fill(&dir.join("proj/target/debug/deps"), 50, 8_000);
+    // A git checkout that deletes thousands of files.
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(dir.join("repo")))
+    };
+    std::fs::create_dir_all(dir.join("repo")).unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "empty"]);
+    git(&["branch", "small"]);
+    fill(&dir.join("repo/src"), 30, 3_000);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "big"]);
+    // Old logs, a tmp directory, and backups rotated by an allowlisted job.
+    std::fs::create_dir_all(dir.join("log")).unwrap();
+    for i in 1..=30 {
+        std::fs::write(dir.join(format!("log/app.log.{i}")), b"old").unwrap();
+    }
+    fill(&dir.join("tmp"), 20, 5_000);
+    let backups = dir.join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    for i in 0..500 {
+        std::fs::write(backups.join(format!("old-{i:04}.tar")), b"backup").unwrap();
+    }
+    let rotate = dir.join("rotate-backups.sh");
+    std::fs::write(&rotate, "#!/bin/sh\nfind \"$1\" -name 'old-*' -delete\n").unwrap();
+    std::fs::set_permissions(&rotate, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let agent = Agent::start_with_policy(
+        &sandbox,
+        &test_policy(&sandbox, "enforce", LIMIT as u32, &[&rotate]),
+    );
+
+    let workloads = [
+        "cd proj && exec cargo clean --offline --quiet",
+        "cd repo && exec git checkout -q small",
+        "exec find log -name 'app.log.*' -delete",
+        "exec find tmp -mindepth 1 -delete",
+    ];
+    let rotate_by_path = format!("exec {} backups", rotate.display());
+    let workloads: Vec<&str> = workloads.into_iter().chain([rotate_by_path.as_str()]).collect();
+    let mut sessions = Vec::new();
+    for script in workloads {
+        let (status, session) = in_login_session(dir, script);
+        assert!(status.success(), "{script}: {status:?}");
+        sessions.push(session);
+    }
+
+    assert!(!dir.join("proj/target").exists());
+    assert_eq!(count_files(&dir.join("repo/src")), 0);
+    assert_eq!(count_files(&backups), 0, "the allowlisted job did its work");
+    let everything = agent.everything_until_now(&sandbox);
+    let ours = |e: &Value| {
+        let key = e["session"]["key"].as_str().unwrap_or_default().to_owned();
+        sessions.iter().any(|s| key == format!("login:{s}"))
+    };
+    let high: Vec<_> = everything
+        .iter()
+        .filter(|e| e["type"] == "alert" && ours(e) && severity_at_least_high(e))
+        .collect();
+    assert!(high.is_empty(), "benign work raised: {high:#?}");
+    let guard: Vec<_> = everything
+        .iter()
+        .filter(|e| e["type"] == "guard" && ours(e))
+        .collect();
+    assert!(
+        guard.is_empty(),
+        "the kernel guard acted on benign work: {guard:#?}"
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_bad_policy_reload_keeps_the_old_one_and_a_good_one_applies() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    let policy = sandbox.path().join("policy.toml");
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+    let agent_pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+
+    // Broken: the old policy (enforce) stays in force.
+    std::fs::write(
+        &policy,
+        test_policy(&sandbox, "enforce", LIMIT as u32, &[]).replace("mode = \"enforce\"", "mode = 7"),
+    )
+    .unwrap();
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::SIGHUP).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    fill(&backups, 2, 300);
+    let (status, _) = in_login_session(sandbox.path(), "exec rm -rf backups");
+    assert!(killed(status), "still enforced after a bad reload: {status:?}");
+
+    // Valid: monitor mode, picked up from the file change alone.
+    std::fs::write(&policy, test_policy(&sandbox, "monitor", LIMIT as u32, &[])).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    fill(&backups, 2, 300);
+    let (status, _) = in_login_session(sandbox.path(), "exec rm -rf backups");
+    assert!(status.success(), "monitor mode after a good reload: {status:?}");
+
+    let (_, stderr) = agent.stop_with_stderr();
+    assert!(stderr.contains("policy not reloaded"), "{stderr}");
+    assert!(stderr.contains("mode = 7"), "the error quotes the line: {stderr}");
+    assert!(stderr.contains("policy reloaded"), "{stderr}");
+}
