@@ -36,6 +36,23 @@ enum Command {
     },
     /// Print the shipped default policy (documented line by line).
     DefaultPolicy,
+    /// Sessions the in-kernel guard has marked in the running agent: their
+    /// processes die at their next destructive call or exec.
+    Marks {
+        /// The agent's pid (default: the only running levee-agent).
+        #[arg(long)]
+        agent_pid: Option<u32>,
+        #[command(subcommand)]
+        action: MarksAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MarksAction {
+    /// List marked sessions (one JSON object per line).
+    List,
+    /// Clear a session's mark (and its counters), e.g. `login:12`.
+    Clear { session: String },
 }
 
 #[derive(clap::Args)]
@@ -78,6 +95,7 @@ fn main() -> ExitCode {
             print!("{}", agent::policy::DEFAULT_POLICY);
             Ok(())
         }
+        Command::Marks { agent_pid, action } => marks(agent_pid, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,6 +104,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn marks(agent_pid: Option<u32>, action: MarksAction) -> anyhow::Result<()> {
+    use agent::probes::marks;
+    let agent = marks::find_agent(agent_pid)?;
+    match action {
+        MarksAction::List => {
+            for mark in marks::list(agent)? {
+                println!("{}", serde_json::to_string(&mark)?);
+            }
+        }
+        MarksAction::Clear { session } => {
+            if marks::clear(agent, &session)? {
+                println!("cleared {session}");
+            } else {
+                anyhow::bail!("{session} was not marked");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_policy(path: &std::path::Path) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 
 pub mod btf;
 pub mod guard;
+pub mod marks;
 pub mod tracefs;
 
 use std::path::PathBuf;

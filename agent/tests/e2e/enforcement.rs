@@ -348,3 +348,47 @@ fn a_bad_policy_reload_keeps_the_old_one_and_a_good_one_applies() {
     assert!(stderr.contains("mode = 7"), "the error quotes the line: {stderr}");
     assert!(stderr.contains("policy reloaded"), "{stderr}");
 }
+
+#[test]
+fn marks_are_listed_explained_and_cleared() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 2, 300);
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+    let (status, session) = in_login_session(sandbox.path(), "exec rm -rf backups");
+    assert!(killed(status));
+    let key = format!("login:{session}");
+    let marks = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_levee-agent"))
+            .args(["marks", "--agent-pid", &agent.pid().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, listed, err) = marks(&["list"]);
+    assert!(ok, "{err}");
+    let mark: Value = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|m| m["session"] == key.as_str())
+        .unwrap_or_else(|| panic!("{key} not in {listed}"));
+    // The kernel marks at the limit, unless the agent's own verdict got there first.
+    assert!(
+        matches!(mark["reason"].as_str(), Some("LimitCrossed" | "AgentDecision")),
+        "{mark}"
+    );
+
+    let (ok, _, err) = marks(&["clear", &key]);
+    assert!(ok, "{err}");
+    let (_, listed, _) = marks(&["list"]);
+    assert!(!listed.contains(&format!("\"{key}\"")), "{listed}");
+    let (ok, _, err) = marks(&["clear", &key]);
+    assert!(!ok && err.contains("was not marked"), "{err}");
+    agent.stop();
+}
