@@ -2,6 +2,7 @@
 //! build, run and test. Every command that needs the probe toolchain runs
 //! `setup` first, so a fresh machine needs no other step.
 
+mod bench;
 mod cmd;
 mod ebpf;
 mod toolchain;
@@ -32,6 +33,8 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (needs root): results in bench/*.json, a table on stdout.
+    Bench,
     /// Build the probes and run every test (needs root: tests load the probes).
     Test {
         /// Extra arguments for `cargo test`, e.g. a test name filter.
@@ -70,6 +73,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                 args
             };
             cmd::run(cmd::command(&agent).args(&args)).context("levee-agent")?;
+        }
+        Command::Bench => {
+            cmd::require_root("cargo xtask bench")?;
+            let agent = build_release()?;
+            bench::run(&agent)?;
         }
         Command::Test { args } => {
             cmd::require_root("cargo xtask test")?;

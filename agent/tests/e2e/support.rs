@@ -40,15 +40,25 @@ impl Agent {
             nix::unistd::geteuid().is_root(),
             "these tests load eBPF probes and must run as root (use `cargo xtask test`)"
         );
-        let mut child = Command::new(env!("CARGO_BIN_EXE_levee-agent"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_levee-agent"));
+        command
             .args(["run", "--json"])
             .args(extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn levee-agent");
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe. The agent dies with the test
+        // that started it, so its guard never outlives the test's policy.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        let mut child = command.spawn().expect("spawn levee-agent");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();

@@ -1,0 +1,137 @@
+//! A release `levee-agent` run for a benchmark, its JSON output collected.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+pub struct BenchAgent {
+    child: Child,
+    lines: Receiver<Value>,
+    seen: std::cell::Cell<usize>,
+}
+
+impl BenchAgent {
+    /// Starts the agent with `policy` and waits until a deletion in `dir`
+    /// comes back through it.
+    pub fn start(bin: &Path, policy: &Path, dir: &Path) -> anyhow::Result<BenchAgent> {
+        let mut command = Command::new(bin);
+        command
+            .args(["run", "--json", "--policy"])
+            .arg(policy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe. The agent must not outlive the
+        // benchmark: its kernel guard would keep enforcing a bench policy.
+        unsafe {
+            command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        let mut child = command
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("agent stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Parse only what benchmarks look at: parsing every deletion
+                // would make this reader the bottleneck, and a slow reader
+                // backs up into the agent and its ring buffer.
+                let wanted = [
+                    "\"type\":\"guard\"",
+                    "\"type\":\"exit\"",
+                    "\"type\":\"losses\"",
+                    ".canary",
+                ];
+                if !wanted.iter().any(|w| line.contains(w)) {
+                    continue;
+                }
+                if let Ok(value) = serde_json::from_str(&line) {
+                    if tx.send(value).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let agent = BenchAgent {
+            child,
+            lines,
+            seen: std::cell::Cell::new(0),
+        };
+        let canary = dir.join(".canary");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            std::fs::write(&canary, b"")?;
+            std::fs::remove_file(&canary)?;
+            let seen = agent.until(Duration::from_millis(500), |e| {
+                e["type"] == "deletion" && e["path"].as_str() == canary.to_str()
+            });
+            if seen.is_some() {
+                return Ok(agent);
+            }
+        }
+        bail!("the agent never reported the canary deletion")
+    }
+
+    /// Reads events until one satisfies `want` (returned) or `timeout` passes.
+    pub fn until(&self, timeout: Duration, want: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self.lines.recv_timeout(left).ok()?;
+            self.seen.set(self.seen.get() + 1);
+            if want(&event) {
+                return Some(event);
+            }
+        }
+    }
+}
+
+impl BenchAgent {
+    /// How many events were read, and whether the agent still runs, for errors.
+    pub fn seen(&self) -> String {
+        let running = std::fs::metadata(format!("/proc/{}", self.child.id())).is_ok();
+        format!("{} events read, agent running: {running}", self.seen.get())
+    }
+}
+
+impl Drop for BenchAgent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `script` with `sh` in a new session with a login uid, as an
+/// attacker's login. Returns the shell's pid and exit status.
+pub fn in_login_session(cwd: &Path, script: &str) -> anyhow::Result<(u32, std::process::ExitStatus)> {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("echo 4242 > /proc/self/loginuid && {script}")])
+        .current_dir(cwd);
+    // SAFETY: setsid is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let mut child = command.spawn()?;
+    let pid = child.id();
+    Ok((pid, child.wait()?))
+}
+
+/// An event's kernel timestamp.
+pub fn time_of(event: &Value) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339(event["time"].as_str()?).ok()
+}

@@ -1,0 +1,89 @@
+//! `cargo xtask bench`: benchmarks that need the real probes, root and a quiet
+//! moment. Results go to `bench/<name>.json` and a Markdown table on stdout
+//! for the README. Timings on these shared machines are noisy: report
+//! distributions, and compare ratios measured in one run.
+
+mod agent;
+mod enforcement;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::cmd;
+
+/// Runs every benchmark against the release agent at `agent_bin`.
+pub fn run(agent_bin: &Path) -> anyhow::Result<()> {
+    let results = cmd::workspace_root().join("bench");
+    std::fs::create_dir_all(&results)?;
+    let table = enforcement::run(agent_bin, &results.join("enforcement.json"))?;
+    println!("\n{table}");
+    Ok(())
+}
+
+/// Host facts every results file carries.
+pub fn machine() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_owned();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name\t: ").map(str::to_owned));
+    serde_json::json!({
+        "kernel": read("/proc/sys/kernel/osrelease"),
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": cpu,
+        "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
+}
+
+/// `p`-th percentile (0..=100) of sorted `values`, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A tmpfs mounted in a fresh temporary directory, for the length of a benchmark.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn new() -> anyhow::Result<Tmpfs> {
+        let dir = tempfile::Builder::new().prefix("levee-bench-").tempdir()?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=2g"),
+        )
+        .context("mounting a tmpfs for the benchmark")?;
+        Ok(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+    }
+}
