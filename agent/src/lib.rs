@@ -15,3 +15,4 @@ pub mod policy;
 pub mod probes;
 pub mod response;
 pub mod scoring;
+pub mod ship;

@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// Load the probes, score, alert and (in enforce mode) stop destruction
     /// until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate a policy file and print what is wrong with it, by line.
     CheckPolicy {
         /// The policy file.
@@ -67,6 +67,38 @@ struct RunArgs {
     /// Kernel BTF used to find struct field offsets.
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     btf: PathBuf,
+    /// Collector to stream alerts to: `https://host:port` (or `http://` on
+    /// loopback with --insecure-plaintext). Without it, alerts only go to the output.
+    #[arg(long)]
+    collector: Option<String>,
+    /// CA that signed the collector's certificate (PEM).
+    #[arg(long)]
+    collector_ca: Option<PathBuf>,
+    /// This agent's client certificate (PEM), for mutual TLS.
+    #[arg(long, requires = "collector_key")]
+    collector_cert: Option<PathBuf>,
+    /// This agent's client key (PEM).
+    #[arg(long, requires = "collector_cert")]
+    collector_key: Option<PathBuf>,
+    /// Name to verify on the collector's certificate, if not the URL's host.
+    #[arg(long)]
+    collector_domain: Option<String>,
+    /// Allow an `http://` collector URL (loopback development only).
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Durable spool of alerts not yet acknowledged by the collector.
+    #[arg(long, default_value = "/var/lib/levee/spool.redb")]
+    spool: PathBuf,
+    /// Most alerts the spool holds; past it the oldest are dropped (and counted).
+    #[arg(long, default_value_t = 100_000)]
+    spool_capacity: u64,
+    /// This agent's id (default: the host name; with mutual TLS the collector
+    /// uses the certificate's name instead).
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// Seconds between heartbeats to the collector.
+    #[arg(long, default_value_t = 30)]
+    heartbeat_secs: u64,
     /// Size of the kernel-to-agent ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = parse_ring_size)]
     ring_buffer_bytes: u32,
@@ -89,7 +121,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::CheckPolicy { path } => check_policy(&path),
         Command::DefaultPolicy => {
             print!("{}", agent::policy::DEFAULT_POLICY);
@@ -161,7 +193,28 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 _ = sigterm.recv() => info!("SIGTERM: shutting down"),
             }
         };
-        let settings = pipeline::Settings { policy: args.policy };
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ship = args.collector.map(|url| pipeline::ShipSettings {
+            collector: agent::ship::sender::Config {
+                url,
+                ca: args.collector_ca,
+                identity: args.collector_cert.zip(args.collector_key),
+                domain: args.collector_domain,
+                insecure_plaintext: args.insecure_plaintext,
+                agent_id: args.agent_id.unwrap_or_else(|| host.clone()),
+                host,
+                heartbeat: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
+            },
+            spool: args.spool,
+            spool_capacity: args.spool_capacity,
+            node: std::env::var("NODE_NAME").ok(),
+        });
+        let settings = pipeline::Settings {
+            policy: args.policy,
+            ship,
+        };
         let losses = pipeline::run(probes, Output::new(format), settings, shutdown).await?;
         info!(lost = losses.total(), "stopped");
         Ok(())

@@ -7,6 +7,7 @@ use std::{
     future::Future,
     os::unix::fs::MetadataExt,
     path::PathBuf,
+    sync::atomic::Ordering,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,6 +17,7 @@ use anyhow::Context;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
+    sync::Notify,
 };
 use tracing::{debug, info, warn};
 
@@ -26,8 +28,9 @@ use crate::{
     output::{Losses, Output},
     policy::{Policy, PolicyWatch},
     probes::{LossCounters, Probes},
-    response::Responder,
+    response::{ActionReport, Responder},
     scoring::Scorer,
+    ship::{sender, spool::Spool, wire, Health},
 };
 
 /// How often the kernel loss counters, the policy file and the protected
@@ -40,6 +43,24 @@ const DEVICE_REFRESH: Duration = Duration::from_secs(5);
 pub struct Settings {
     /// Policy file; `None` runs the shipped default.
     pub policy: Option<PathBuf>,
+    /// Where alerts go besides the output: a collector, through a spool.
+    pub ship: Option<ShipSettings>,
+}
+
+pub struct ShipSettings {
+    pub collector: sender::Config,
+    pub spool: PathBuf,
+    pub spool_capacity: u64,
+    /// Kubernetes node name, carried into alerts.
+    pub node: Option<String>,
+}
+
+/// The spool alerts are written to before they are sent, and the sender's wake-up.
+struct Shipper {
+    spool: Arc<Spool>,
+    wake: Arc<Notify>,
+    agent_id: String,
+    node: Option<String>,
 }
 
 /// Everything between a decoded event and the output.
@@ -50,6 +71,8 @@ struct Stages {
     responder: Responder,
     policy: Policy,
     host: Arc<str>,
+    shipper: Option<Shipper>,
+    health: Arc<Health>,
 }
 
 impl Stages {
@@ -59,6 +82,7 @@ impl Stages {
             warn!(error = %format!("{e:#}"), "cannot apply the new policy to the kernel guard");
         }
         info!(mode = ?policy.mode, classes = policy.classes.len(), "policy in force");
+        self.health.set_policy(&policy);
         self.policy = policy;
     }
 
@@ -71,6 +95,7 @@ impl Stages {
                 return Ok(());
             }
         };
+        self.health.events.fetch_add(1, Ordering::Relaxed);
         let event = self.model.observe(event);
         output.event(&event).context("writing an event")?;
         if !scored(&event) || self.responder.is_allowed(&event, &self.policy) {
@@ -81,7 +106,22 @@ impl Stages {
         };
         let action = self.responder.respond(&event, &verdict, &self.policy);
         let alert = Alert::new(self.host.clone(), self.policy.mode, &event, verdict, action);
-        output.alert(&alert).context("writing an alert")
+        self.health.alerts.fetch_add(1, Ordering::Relaxed);
+        if let Some(ActionReport::Killed { kill, .. }) = &alert.action {
+            self.health
+                .kills
+                .fetch_add(kill.killed.len() as u64, Ordering::Relaxed);
+        }
+        output.alert(&alert).context("writing an alert")?;
+        if let Some(shipper) = &self.shipper {
+            let wire = wire::alert(&alert, &shipper.agent_id, shipper.node.as_deref());
+            match shipper.spool.append(&prost::Message::encode_to_vec(&wire)) {
+                Ok(_) => shipper.wake.notify_one(),
+                // The alert is in the output; the spool's failure is loud.
+                Err(e) => warn!(error = %e, alert = %alert.id, "cannot spool an alert for the collector"),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -108,12 +148,39 @@ pub async fn run(
         .apply(&policy)
         .context("applying the policy to the kernel guard")?;
     info!(mode = ?policy.mode, classes = policy.classes.len(), "policy in force");
+    let health = Arc::new(Health::default());
+    health.set_policy(&policy);
+    let shipper = match settings.ship {
+        Some(ship) => {
+            let spool = Arc::new(
+                Spool::open(&ship.spool, ship.spool_capacity)
+                    .with_context(|| format!("opening the alert spool {}", ship.spool.display()))?,
+            );
+            let wake = Arc::new(Notify::new());
+            let agent_id = ship.collector.agent_id.clone();
+            tokio::spawn(sender::run(
+                ship.collector,
+                spool.clone(),
+                wake.clone(),
+                health.clone(),
+            ));
+            Some(Shipper {
+                spool,
+                wake,
+                agent_id,
+                node: ship.node,
+            })
+        }
+        None => None,
+    };
     let mut stages = Stages {
         clock: BootClock::now().context("reading CLOCK_BOOTTIME")?,
         model: Model::new(),
         scorer: Scorer::default(),
         responder,
         policy,
+        shipper,
+        health: health.clone(),
         host: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into())
             .unwrap_or_else(|_| "unknown".into()),
@@ -140,6 +207,7 @@ pub async fn run(
                 if refresh_losses(&counters, &mut losses)? {
                     output.losses(&losses)?;
                     output.flush()?;
+                    health.set_losses(&losses);
                 }
                 if let Some(policy) = watch.poll(false) {
                     stages.reload(policy);
