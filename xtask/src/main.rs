@@ -5,11 +5,11 @@
 mod bench;
 mod cmd;
 mod ebpf;
+mod run;
 mod toolchain;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -27,9 +27,10 @@ enum Command {
     BuildEbpf,
     /// Build the probes, then the agent (embedding them) and the collector, in release mode.
     Build,
-    /// Build everything, then run the agent as root: `cargo xtask run -- <agent args>`.
+    /// Build everything, start a local collector, and run the agent as root,
+    /// streaming alerts to it: `cargo xtask run -- <agent args>`.
     Run {
-        /// Arguments for `levee-agent` (default: `run`).
+        /// Arguments for `levee-agent` (default: `run` wired to the local collector).
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -67,12 +68,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Run { args } => {
             let agent = build_release()?;
             cmd::require_root("cargo xtask run")?;
-            let args = if args.is_empty() {
-                vec!["run".to_owned()]
-            } else {
-                args
-            };
-            cmd::run(cmd::command(&agent).args(&args)).context("levee-agent")?;
+            run::agent_with_collector(&agent, args)?;
         }
         Command::Bench => {
             cmd::require_root("cargo xtask bench")?;
@@ -105,7 +101,16 @@ fn build_release() -> anyhow::Result<std::path::PathBuf> {
     let object = ebpf::build(&toolchain::setup()?)?;
     cmd::run(
         cmd::cargo()
-            .args(["build", "--release", "-p", "agent", "-p", "collector"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "agent",
+                "-p",
+                "collector",
+                "-p",
+                "cli",
+            ])
             .env(ebpf::OBJECT_ENV, &object),
     )?;
     Ok(cmd::workspace_root().join("target/release/levee-agent"))
