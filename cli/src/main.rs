@@ -8,15 +8,13 @@ use std::{path::PathBuf, process::ExitCode, time::SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use proto::client::ClientTls;
 use proto::v1::{
     soc_client::SocClient, Filters, ListAgentsRequest, ListAlertsRequest, Severity, StoredAlert,
     SubscribeRequest,
 };
 use tonic::{
-    metadata::MetadataValue,
-    service::interceptor::InterceptedService,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
-    Request, Status,
+    metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel, Request, Status,
 };
 
 #[derive(Parser)]
@@ -122,19 +120,13 @@ impl tonic::service::Interceptor for Auth {
 }
 
 async fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let mut endpoint = Endpoint::from_shared(cli.collector.clone()).context("collector URL")?;
-    if cli.collector.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &cli.ca {
-            tls = tls.ca_certificate(Certificate::from_pem(
-                std::fs::read(ca).context("reading the CA")?,
-            ));
-        }
-        if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
-            tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
+    let tls = ClientTls {
+        ca: cli.ca.as_deref(),
+        identity: cli.cert.as_deref().zip(cli.key.as_deref()),
+        domain: None,
+    };
+    // Plaintext is the collector's choice (it serves it on loopback only).
+    let endpoint = proto::client::endpoint(&cli.collector, &tls, true)?;
     let channel = endpoint
         .connect()
         .await

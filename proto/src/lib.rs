@@ -1,6 +1,8 @@
 //! Levee's wire protocol, `levee.v1` (see `levee/v1/levee.proto`): the
 //! agent→collector stream with acknowledgements, and the SOC API.
 
+pub mod client;
+
 /// Generated messages and services.
 #[allow(clippy::large_enum_variant)] // generated: prost's oneofs hold messages inline
 pub mod v1 {

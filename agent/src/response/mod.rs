@@ -167,7 +167,7 @@ impl Responder {
                 let namespace = self
                     .pod_namespaces
                     .entry(uid.clone())
-                    .or_insert_with(|| pod_namespace(uid));
+                    .or_insert_with(|| pod_namespace(std::path::Path::new(KUBELET_POD_LOGS), uid));
                 namespace
                     .as_ref()
                     .is_some_and(|ns| policy.allow.namespaces.contains(ns))
@@ -282,10 +282,12 @@ fn inode_key(path: &std::path::Path) -> Option<DirKey> {
     })
 }
 
-/// A pod's namespace, from kubelet's log directory `<ns>_<pod>_<uid>`.
-fn pod_namespace(uid: &str) -> Option<String> {
-    let dir = std::fs::read_dir("/var/log/pods").ok()?;
-    dir.filter_map(Result::ok).find_map(|e| {
+/// Where kubelet keeps one directory per pod, named `<namespace>_<pod>_<uid>`.
+const KUBELET_POD_LOGS: &str = "/var/log/pods";
+
+/// A pod's namespace, from kubelet's pod log directories under `dir`.
+fn pod_namespace(dir: &std::path::Path, uid: &str) -> Option<String> {
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|e| {
         let name = e.file_name().into_string().ok()?;
         let (rest, pod_uid) = name.rsplit_once('_')?;
         (pod_uid == uid).then(|| rest.split_once('_').map(|(ns, _)| ns.to_owned()))?
@@ -304,5 +306,26 @@ mod tests {
         assert_eq!(key.ino, meta.ino());
         assert_eq!(key.dev >> 20, libc::major(meta.dev()));
         assert!(inode_key(std::path::Path::new("/nonexistent/levee")).is_none());
+    }
+
+    #[test]
+    fn pod_namespaces_come_from_kubelet_log_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = "0f8e3c4a-1b2d-4e5f-8a9b-0c1d2e3f4a5b";
+        std::fs::create_dir(
+            dir.path()
+                .join(format!("kube-system_coredns-7db6d8ff4d-x2x9q_{uid}")),
+        )
+        .unwrap();
+        std::fs::create_dir(
+            dir.path()
+                .join("default_web-1_11111111-2222-3333-4444-555555555555"),
+        )
+        .unwrap();
+        assert_eq!(pod_namespace(dir.path(), uid).as_deref(), Some("kube-system"));
+        assert_eq!(
+            pod_namespace(dir.path(), "99999999-0000-0000-0000-000000000000"),
+            None
+        );
     }
 }

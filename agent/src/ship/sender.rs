@@ -7,13 +7,14 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use prost::Message;
+use proto::client::ClientTls;
 use proto::v1::{
     agent_ingest_client::AgentIngestClient, agent_message::Kind, collector_message, AgentMessage,
     AlertEnvelope, Heartbeat, Hello,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use super::{spool::Spool, Health};
@@ -60,31 +61,12 @@ pub async fn run(config: Config, spool: Arc<Spool>, wake: Arc<Notify>, health: A
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Channel> {
-    let mut endpoint = Endpoint::from_shared(config.url.clone()).context("collector URL")?;
-    if config.url.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &config.ca {
-            tls = tls.ca_certificate(Certificate::from_pem(
-                std::fs::read(ca).context("reading the CA")?,
-            ));
-        }
-        if let Some((cert, key)) = &config.identity {
-            let (cert, key) = (
-                std::fs::read(cert).context("reading the client cert")?,
-                std::fs::read(key).context("reading the client key")?,
-            );
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        if let Some(domain) = &config.domain {
-            tls = tls.domain_name(domain.clone());
-        }
-        endpoint = endpoint.tls_config(tls).context("TLS configuration")?;
-    } else if !config.insecure_plaintext {
-        bail!(
-            "refusing plaintext to {}: use https:// (or --insecure-plaintext for loopback development)",
-            config.url
-        );
-    }
+    let tls = ClientTls {
+        ca: config.ca.as_deref(),
+        identity: config.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        domain: config.domain.as_deref(),
+    };
+    let endpoint = proto::client::endpoint(&config.url, &tls, config.insecure_plaintext)?;
     Ok(endpoint.connect_timeout(Duration::from_secs(5)).connect().await?)
 }
 

@@ -63,14 +63,7 @@ fn ids(alerts: &[Value]) -> BTreeMap<String, usize> {
 fn an_rm_rf_alert_reaches_a_soc_subscriber() {
     let sandbox = Sandbox::new();
     std::fs::create_dir(sandbox.path().join("backups")).unwrap();
-    let collector = Collector::start(
-        free_port(),
-        &[
-            "--insecure-plaintext",
-            "--database",
-            sandbox.path().join("c.db").to_str().unwrap(),
-        ],
-    );
+    let collector = Collector::plaintext(&sandbox, free_port());
     let url = collector.url();
     let tail = Tail::start(&["--collector", &url], 0);
     let agent = start_agent(&sandbox, &ship_args(&sandbox, &url));
@@ -106,11 +99,7 @@ fn an_rm_rf_alert_reaches_a_soc_subscriber() {
 fn a_collector_down_for_10s_loses_nothing_and_duplicates_nothing() {
     let sandbox = Sandbox::new();
     std::fs::create_dir(sandbox.path().join("backups")).unwrap();
-    let db = sandbox.path().join("c.db");
-    let mut collector = Collector::start(
-        free_port(),
-        &["--insecure-plaintext", "--database", db.to_str().unwrap()],
-    );
+    let mut collector = Collector::plaintext(&sandbox, free_port());
     let url = collector.url();
     let agent = start_agent(&sandbox, &ship_args(&sandbox, &url));
     let tail = Tail::start(&["--collector", &url], 0);
@@ -175,14 +164,7 @@ fn spooled_alerts_arrive_after_an_agent_restart() {
     expected.extend(lines.into_iter().filter(|e| e["type"] == "alert"));
     let expected = ids(&expected);
 
-    let _collector = Collector::start(
-        addr,
-        &[
-            "--insecure-plaintext",
-            "--database",
-            sandbox.path().join("c.db").to_str().unwrap(),
-        ],
-    );
+    let _collector = Collector::plaintext(&sandbox, addr);
     let tail = Tail::start(&["--collector", &url], 0);
     let agent = start_agent(&sandbox, &ship_args(&sandbox, &url));
 
@@ -198,14 +180,7 @@ fn spooled_alerts_arrive_after_an_agent_restart() {
 #[test]
 fn garbage_and_a_half_open_http2_connection_do_not_crash_the_collector() {
     let sandbox = Sandbox::new();
-    let mut collector = Collector::start(
-        free_port(),
-        &[
-            "--insecure-plaintext",
-            "--database",
-            sandbox.path().join("c.db").to_str().unwrap(),
-        ],
-    );
+    let mut collector = Collector::plaintext(&sandbox, free_port());
     let url = collector.url();
 
     let mut garbage = std::net::TcpStream::connect(collector.addr).unwrap();
@@ -334,14 +309,7 @@ fn mutual_tls_refuses_a_wrong_certificate_and_the_soc_needs_a_token() {
 #[test]
 fn an_agent_that_stops_reporting_raises_agent_silent() {
     let sandbox = Sandbox::new();
-    let collector = Collector::start(
-        free_port(),
-        &[
-            "--insecure-plaintext",
-            "--database",
-            sandbox.path().join("c.db").to_str().unwrap(),
-        ],
-    );
+    let collector = Collector::plaintext(&sandbox, free_port());
     let url = collector.url();
     let agent = start_agent(&sandbox, &ship_args(&sandbox, &url));
     let registered = Instant::now();

@@ -49,6 +49,19 @@ impl Collector {
         collector
     }
 
+    /// A plaintext collector on loopback, its database in the sandbox.
+    pub fn plaintext(sandbox: &crate::support::Sandbox, addr: SocketAddr) -> Collector {
+        let db = sandbox.path().join("c.db");
+        Self::start(
+            addr,
+            &[
+                "--insecure-plaintext",
+                "--database",
+                db.to_str().expect("utf-8 sandbox"),
+            ],
+        )
+    }
+
     fn spawn(addr: SocketAddr, args: &[String]) -> Child {
         Command::new(bin("levee-collector"))
             .args(["--listen", &addr.to_string(), "--silent-after-secs", "4"])
