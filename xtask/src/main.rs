@@ -80,7 +80,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             let object = ebpf::build(&toolchain::setup()?)?;
             // The e2e tests run the collector and the CLI: `cargo test` builds
             // other packages' binaries only as unit-test harnesses.
-            cmd::run(cmd::cargo().args(["build", "--workspace", "--bins"]).env(ebpf::OBJECT_ENV, &object))?;
+            cmd::run(
+                cmd::cargo()
+                    .args(["build", "--workspace", "--bins"])
+                    .env(ebpf::OBJECT_ENV, &object),
+            )?;
             let totals = cmd::run_tests(
                 cmd::cargo()
                     .args(["test", "--workspace", "--all-targets"])

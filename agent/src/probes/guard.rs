@@ -48,10 +48,6 @@ impl GuardMaps {
         self.config.set(0, config, 0)
     }
 
-    pub fn config(&self) -> Result<GuardConfig, MapError> {
-        self.config.get(&0, 0)
-    }
-
     /// Replaces the protected directories (inode → class).
     pub fn set_dirs(&mut self, dirs: &std::collections::HashMap<DirKey, u32>) -> Result<(), MapError> {
         replace(&mut self.dirs, dirs)

@@ -264,10 +264,6 @@ impl Responder {
             }
         }
     }
-
-    pub fn guard(&mut self) -> &mut GuardMaps {
-        &mut self.guard
-    }
 }
 
 /// Device and inode of a path as the kernel's guard keys them, if it exists.
