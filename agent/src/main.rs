@@ -96,6 +96,9 @@ struct RunArgs {
     /// uses the certificate's name instead).
     #[arg(long)]
     agent_id: Option<String>,
+    /// Serve `/healthz`, `/readyz` and Prometheus `/metrics` here (HTTP).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Seconds between heartbeats to the collector.
     #[arg(long, default_value_t = 30)]
     heartbeat_secs: u64,
@@ -214,6 +217,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let settings = pipeline::Settings {
             policy: args.policy,
             ship,
+            metrics: args.metrics_listen,
         };
         let losses = pipeline::run(probes, Output::new(format), settings, shutdown).await?;
         info!(lost = losses.total(), "stopped");

@@ -5,9 +5,9 @@
 
 use std::{
     future::Future,
+    net::SocketAddr,
     os::unix::fs::MetadataExt,
     path::PathBuf,
-    sync::atomic::Ordering,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,13 +24,14 @@ use tracing::{debug, info, warn};
 use crate::{
     alert::Alert,
     events::{decode, BootClock, EventBody},
+    health::Health,
     model::{cgroup::find_v2_mount, Attributed, Model},
     output::{Losses, Output},
     policy::{Policy, PolicyWatch},
     probes::{LossCounters, Probes},
     response::{ActionReport, Responder},
     scoring::Scorer,
-    ship::{sender, spool::Spool, wire, Health},
+    ship::{sender, spool::Spool, wire},
 };
 
 /// How often the kernel loss counters, the policy file and the protected
@@ -45,6 +46,8 @@ pub struct Settings {
     pub policy: Option<PathBuf>,
     /// Where alerts go besides the output: a collector, through a spool.
     pub ship: Option<ShipSettings>,
+    /// Where to serve `/healthz`, `/readyz` and `/metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 pub struct ShipSettings {
@@ -95,7 +98,7 @@ impl Stages {
                 return Ok(());
             }
         };
-        self.health.events.fetch_add(1, Ordering::Relaxed);
+        self.health.event(event.body.kind());
         let event = self.model.observe(event);
         output.event(&event).context("writing an event")?;
         if !scored(&event) || self.responder.is_allowed(&event, &self.policy) {
@@ -106,12 +109,11 @@ impl Stages {
         };
         let action = self.responder.respond(&event, &verdict, &self.policy);
         let alert = Alert::new(self.host.clone(), self.policy.mode, &event, verdict, action);
-        self.health.alerts.fetch_add(1, Ordering::Relaxed);
-        if let Some(ActionReport::Killed { kill, .. }) = &alert.action {
-            self.health
-                .kills
-                .fetch_add(kill.killed.len() as u64, Ordering::Relaxed);
-        }
+        let killed = match &alert.action {
+            Some(ActionReport::Killed { kill, .. }) => kill.killed.len() as u64,
+            _ => 0,
+        };
+        self.health.alert(alert.severity.name(), killed);
         output.alert(&alert).context("writing an alert")?;
         if let Some(shipper) = &self.shipper {
             let wire = wire::alert(&alert, &shipper.agent_id, shipper.node.as_deref());
@@ -150,6 +152,14 @@ pub async fn run(
     info!(mode = ?policy.mode, classes = policy.classes.len(), "policy in force");
     let health = Arc::new(Health::default());
     health.set_policy(&policy);
+    if let Some(listen) = settings.metrics {
+        let probe: Arc<dyn telemetry::Probe> = health.clone();
+        tokio::spawn(async move {
+            if let Err(e) = telemetry::serve(listen, probe).await {
+                warn!(error = %format!("{e:#}"), "health and metrics endpoint stopped");
+            }
+        });
+    }
     let shipper = match settings.ship {
         Some(ship) => {
             let spool = Arc::new(
@@ -195,6 +205,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     let mut last_refresh = Instant::now();
     tokio::pin!(shutdown);
+    stages.health.set_ready();
 
     loop {
         tokio::select! {
@@ -204,11 +215,13 @@ pub async fn run(
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                stages.health.tick();
                 if refresh_losses(&counters, &mut losses)? {
                     output.losses(&losses)?;
                     output.flush()?;
-                    health.set_losses(&losses);
                 }
+                // Every tick, so the drop series exist (at 0) from the start.
+                health.set_losses(&losses);
                 if let Some(policy) = watch.poll(false) {
                     stages.reload(policy);
                 }

@@ -41,14 +41,23 @@ impl AgentIngest for Ingest {
             }) => hello,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        // A certificate's identity wins over what the agent says it is.
-        let agent_id = certified.unwrap_or(hello.agent_id);
+        // A certificate's identity wins over what the agent says it is. A
+        // DaemonSet often mounts one certificate on every node: its agents
+        // are told apart by host (authenticated by the certificate alike).
+        let agent_id = match certified {
+            Some(name) if hello.host.is_empty() => name,
+            Some(name) => format!("{name}@{}", hello.host),
+            None => hello.agent_id,
+        };
         let host = hello.host;
         info!(%agent_id, %host, version = %hello.version, "agent connected");
         let (tx, rx) = mpsc::channel(256);
         let hub = self.hub.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(&hub, &mut inbound, &agent_id, &host, &tx).await {
+            hub.metrics.agents_connected.inc();
+            let result = serve(&hub, &mut inbound, &agent_id, &host, &tx).await;
+            hub.metrics.agents_connected.dec();
+            if let Err(e) = result {
                 warn!(%agent_id, error = %e, "agent stream ended");
                 let _ = tx.send(Err(e)).await;
             } else {

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod ingest;
+pub mod metrics;
 pub mod server;
 pub mod silence;
 pub mod soc;
@@ -20,6 +21,7 @@ use tokio::sync::broadcast;
 pub struct Hub {
     pub store: Arc<store::Store>,
     pub live: broadcast::Sender<StoredAlert>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Hub {
@@ -28,20 +30,25 @@ impl Hub {
         Hub {
             store: Arc::new(store),
             live,
+            metrics: Arc::default(),
         }
     }
 
-    /// Stores an alert and, if it is new, tells live subscribers.
+    /// Stores an alert and, if it is new, tells live subscribers. Returns its
+    /// cursor, or `None` for a duplicate.
     pub async fn publish(&self, alert: proto::v1::Alert) -> Result<Option<u64>, store::StoreError> {
         let store = self.store.clone();
         let stored = tokio::task::spawn_blocking(move || store.insert(&alert))
             .await
             .expect("the store task does not panic")?;
-        Ok(stored.map(|stored| {
-            let cursor = stored.cursor;
-            // No subscriber is fine: they replay from the store when they come.
-            let _ = self.live.send(stored);
-            cursor
-        }))
+        let Some(stored) = stored else {
+            self.metrics.duplicates.inc();
+            return Ok(None);
+        };
+        self.metrics.alerts_stored.inc();
+        let cursor = stored.cursor;
+        // No subscriber is fine: they replay from the store when they come.
+        let _ = self.live.send(stored);
+        Ok(Some(cursor))
     }
 }

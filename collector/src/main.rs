@@ -36,6 +36,9 @@ struct Cli {
     /// Serve without TLS, on a loopback address only (development).
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Serve `/healthz`, `/readyz` and Prometheus `/metrics` here (HTTP).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Seconds without a heartbeat after which an agent is reported silent.
     #[arg(long, default_value_t = 90)]
     silent_after_secs: u64,
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         soc_token,
         insecure_plaintext: cli.insecure_plaintext,
         silent_after: Duration::from_secs(cli.silent_after_secs),
+        metrics: cli.metrics_listen,
     };
     if let Some(dir) = config.database.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

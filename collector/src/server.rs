@@ -23,6 +23,8 @@ pub struct Config {
     pub insecure_plaintext: bool,
     /// An agent unheard of this long gets an `agent-silent` alert.
     pub silent_after: Duration,
+    /// Where to serve `/healthz`, `/readyz` and `/metrics` (HTTP).
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
                 .client_auth_optional(true);
         }
         server = server.tls_config(tls_config).context("TLS configuration")?;
+    }
+    if let Some(listen) = config.metrics {
+        let probe: std::sync::Arc<dyn telemetry::Probe> = hub.metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = telemetry::serve(listen, probe).await {
+                tracing::warn!(error = %format!("{e:#}"), "health and metrics endpoint stopped");
+            }
+        });
     }
     tokio::spawn(silence::watch(
         hub.clone(),

@@ -45,6 +45,56 @@ fn matches(alert: &StoredAlert, filters: &Filters) -> bool {
     })
 }
 
+/// Sends every alert after `cursor` matching `filters`, then live ones, until
+/// the subscriber goes away.
+async fn follow(
+    hub: &Hub,
+    mut cursor: u64,
+    filters: &Filters,
+    tx: &mpsc::Sender<Result<StoredAlert, Status>>,
+) {
+    // Listen before replaying, so nothing stored meanwhile is missed; live
+    // alerts at or below the replayed cursor are skipped.
+    let mut live = hub.live.subscribe();
+    loop {
+        // Replay everything stored after `cursor`.
+        loop {
+            let batch = match page(&hub.store, cursor, PAGE, filters).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let done = batch.len() < PAGE as usize;
+            for alert in batch {
+                cursor = alert.cursor;
+                if tx.send(Ok(alert)).await.is_err() {
+                    return;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        // Then live, until the subscriber falls too far behind.
+        loop {
+            match live.recv().await {
+                Ok(alert) if alert.cursor > cursor => {
+                    cursor = alert.cursor;
+                    if matches(&alert, filters) && tx.send(Ok(alert)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                // Missed some live alerts: they are in the store.
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Soc for SocService {
     type SubscribeStream = AlertStream;
@@ -55,47 +105,9 @@ impl Soc for SocService {
         let hub = self.hub.clone();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
-            // Listen before replaying, so nothing stored meanwhile is missed;
-            // live alerts at or below the replayed cursor are skipped.
-            let mut live = hub.live.subscribe();
-            let mut cursor = request.from_cursor;
-            loop {
-                // Replay everything stored after `cursor`.
-                loop {
-                    let batch = match page(&hub.store, cursor, PAGE, &filters).await {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    };
-                    let done = batch.len() < PAGE as usize;
-                    for alert in batch {
-                        cursor = alert.cursor;
-                        if tx.send(Ok(alert)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if done {
-                        break;
-                    }
-                }
-                // Then live, until the subscriber falls too far behind.
-                loop {
-                    match live.recv().await {
-                        Ok(alert) if alert.cursor > cursor => {
-                            cursor = alert.cursor;
-                            if matches(&alert, &filters) && tx.send(Ok(alert)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        // Missed some live alerts: they are in the store.
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return,
-                    }
-                }
-            }
+            hub.metrics.subscribers.inc();
+            follow(&hub, request.from_cursor, &filters, &tx).await;
+            hub.metrics.subscribers.dec();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod cmd;
+mod deploy;
 mod ebpf;
 mod run;
 mod toolchain;
@@ -36,6 +37,8 @@ enum Command {
     },
     /// Run the benchmarks (needs root): results in bench/*.json, a table on stdout.
     Bench,
+    /// Validate the deployment files (also part of `test`).
+    CheckDeploy,
     /// Build the probes and run every test (needs root: tests load the probes).
     Test {
         /// Extra arguments for `cargo test`, e.g. a test name filter.
@@ -70,6 +73,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             cmd::require_root("cargo xtask run")?;
             run::agent_with_collector(&agent, args)?;
         }
+        Command::CheckDeploy => {
+            let root = cmd::workspace_root();
+            cmd::run(cmd::cargo().args(["build", "-p", "agent", "-p", "collector"]))?;
+            let checks = deploy::check(&root.join("target/debug"))?;
+            println!(
+                "xtask check-deploy: {} passed, {} failed",
+                checks.passed, checks.failed
+            );
+            if checks.failed > 0 {
+                anyhow::bail!("deployment checks failed");
+            }
+        }
         Command::Bench => {
             cmd::require_root("cargo xtask bench")?;
             let agent = build_release()?;
@@ -94,8 +109,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                     .args(["--", "--test-threads=1"])
                     .env(ebpf::OBJECT_ENV, &object),
             )?;
-            println!("xtask test: {} passed, {} failed", totals.passed, totals.failed);
-            if totals.failed > 0 || totals.passed == 0 {
+            let checks = deploy::check(&cmd::workspace_root().join("target/debug"))?;
+            let (passed, failed) = (totals.passed + checks.passed, totals.failed + checks.failed);
+            println!("xtask test: {passed} passed, {failed} failed");
+            if failed > 0 || totals.passed == 0 {
                 anyhow::bail!("tests failed or none ran");
             }
         }

@@ -141,6 +141,23 @@ pub struct GuardAction {
     pub device: Option<Device>,
 }
 
+impl EventBody {
+    /// The `type` this event has in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Deletion { .. } => "deletion",
+            EventBody::Rename { .. } => "rename",
+            EventBody::Truncate { .. } => "truncate",
+            EventBody::Exec { .. } => "exec",
+            EventBody::Fork { .. } => "fork",
+            EventBody::Exit { .. } => "exit",
+            EventBody::BlockOpen { .. } => "block_open",
+            EventBody::Guard(_) => "guard",
+            EventBody::BlockWrite { .. } => "block_write",
+        }
+    }
+}
+
 /// A block device, by number; `name` is filled in by attribution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Device {

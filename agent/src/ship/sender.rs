@@ -17,7 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
-use super::{spool::Spool, Health};
+use super::spool::Spool;
+use crate::health::Health;
 
 /// How to reach the collector.
 #[derive(Debug, Clone)]
@@ -115,7 +116,8 @@ async fn stream(
                 None => bail!("the collector closed the stream"),
             },
             _ = heartbeat.tick() => {
-                let beat = Heartbeat { time: Some(std::time::SystemTime::now().into()), health: Some(health.snapshot(spool)) };
+                health.set_spool(spool.depth()?, spool.dropped()?);
+                let beat = Heartbeat { time: Some(std::time::SystemTime::now().into()), health: Some(health.heartbeat()) };
                 out.send(AgentMessage { kind: Some(Kind::Heartbeat(beat)) }).await?;
             }
             _ = wake.notified() => {}

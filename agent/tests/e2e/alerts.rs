@@ -60,13 +60,26 @@ fn ids(alerts: &[Value]) -> BTreeMap<String, usize> {
 }
 
 #[test]
-fn an_rm_rf_alert_reaches_a_soc_subscriber() {
+fn an_rm_rf_alert_reaches_a_soc_subscriber_and_the_metrics() {
     let sandbox = Sandbox::new();
     std::fs::create_dir(sandbox.path().join("backups")).unwrap();
-    let collector = Collector::plaintext(&sandbox, free_port());
+    let (agent_metrics, collector_metrics) = (free_port(), free_port());
+    let db = sandbox.path().join("c.db");
+    let collector = Collector::start(
+        free_port(),
+        &[
+            "--insecure-plaintext",
+            "--database",
+            db.to_str().unwrap(),
+            "--metrics-listen",
+            &collector_metrics.to_string(),
+        ],
+    );
     let url = collector.url();
     let tail = Tail::start(&["--collector", &url], 0);
-    let agent = start_agent(&sandbox, &ship_args(&sandbox, &url));
+    let mut args = ship_args(&sandbox, &url);
+    args.extend(["--metrics-listen".into(), agent_metrics.to_string()]);
+    let agent = start_agent(&sandbox, &args);
 
     let session = attack(&sandbox, "one");
 
@@ -92,7 +105,48 @@ fn an_rm_rf_alert_reaches_a_soc_subscriber() {
     let agents: Vec<Value> = agents.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0]["silent"], false);
+
+    assert!(http_get(agent_metrics, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(agent_metrics, "/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = http_get(agent_metrics, "/metrics");
+    assert!(
+        metrics.contains("levee_agent_events_total{kind=\"deletion\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("levee_agent_alerts_total{severity=\"critical\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("levee_agent_dropped_events{reason=\"ring_buffer_full\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("levee_agent_spool_depth"), "{metrics}");
+    let metrics = http_get(collector_metrics, "/metrics");
+    let stored = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("levee_collector_alerts_stored_total "))
+        .expect("stored counter");
+    assert!(stored.trim().parse::<u64>().unwrap() >= 1, "{metrics}");
+    assert!(
+        metrics.contains("levee_collector_agents_connected 1"),
+        "{metrics}"
+    );
     agent.stop();
+}
+
+/// A plain HTTP/1.1 GET, the response as text.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 #[test]
@@ -296,11 +350,16 @@ fn mutual_tls_refuses_a_wrong_certificate_and_the_soc_needs_a_token() {
         .iter()
         .find(|a| a["session"] == key.as_str())
         .expect("alert over mutual TLS");
-    assert_eq!(alert["agent_id"], "agent-1", "identity from the certificate");
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        alert["agent_id"],
+        format!("agent-1@{host}"),
+        "identity from the certificate, then the host"
+    );
     let (ok, agents, err) = run(soc(Some(&token)), &["agents", "--json"]);
     assert!(ok, "{err}");
     assert!(
-        agents.contains("\"agent-1\"") && !agents.contains("rogue"),
+        agents.contains(&format!("\"agent-1@{host}\"")) && !agents.contains("rogue"),
         "{agents}"
     );
     agent.stop();
