@@ -65,6 +65,8 @@ impl Output {
     pub fn event(&mut self, event: &Attributed) -> io::Result<()> {
         match self.format {
             Format::Json => self.json_line(event),
+            // Events are logged at debug level: skip building them otherwise.
+            Format::Log if !tracing::enabled!(tracing::Level::DEBUG) => Ok(()),
             Format::Log => {
                 // The JSON body without the envelope fields logged separately.
                 let mut body = serde_json::to_value(&event.event.body).unwrap_or_default();

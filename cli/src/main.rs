@@ -228,9 +228,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seconds for the table; nanoseconds for `--json` (machines compare them).
 fn time(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| SystemTime::try_from(*t).ok())
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_default()
+}
+
+fn precise_time(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .map(|t| humantime::format_rfc3339_nanos(t).to_string())
         .unwrap_or_default()
 }
 
@@ -258,7 +265,7 @@ fn print(stored: &StoredAlert, json: bool) {
         println!(
             "{}",
             serde_json::json!({
-                "cursor": stored.cursor, "id": alert.id, "time": time(alert.time.as_ref()), "severity": severity,
+                "cursor": stored.cursor, "id": alert.id, "time": precise_time(alert.time.as_ref()), "severity": severity,
                 "host": alert.host, "agent_id": alert.agent_id, "session": session, "summary": alert.summary,
                 "features": features, "mitre": alert.mitre, "action": alert.action.as_ref().map(|a| a.kind.clone()),
                 "source": alert.source,

@@ -28,14 +28,7 @@ impl BenchAgent {
             .arg(policy)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe. The agent must not outlive the
-        // benchmark: its kernel guard would keep enforcing a bench policy.
-        unsafe {
-            command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            });
-        }
+        tie_to_parent(&mut command);
         let mut child = command
             .stderr(Stdio::null())
             .spawn()
@@ -134,4 +127,75 @@ pub fn in_login_session(cwd: &Path, script: &str) -> anyhow::Result<(u32, std::p
 /// An event's kernel timestamp.
 pub fn time_of(event: &Value) -> Option<std::time::SystemTime> {
     humantime::parse_rfc3339(event["time"].as_str()?).ok()
+}
+
+/// The agent as in production: no event output, ready when `/readyz` says so.
+pub struct QuietAgent {
+    child: Child,
+}
+
+impl QuietAgent {
+    pub fn start(bin: &Path, policy: &Path) -> anyhow::Result<QuietAgent> {
+        Self::start_with(bin, policy, &[])
+    }
+
+    pub fn start_with(bin: &Path, policy: &Path, args: &[&str]) -> anyhow::Result<QuietAgent> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut command = Command::new(bin);
+        command
+            .args(["run", "--policy"])
+            .arg(policy)
+            .args(["--metrics-listen", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        tie_to_parent(&mut command);
+        let agent = QuietAgent {
+            child: command
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready(port) {
+            if Instant::now() > deadline {
+                bail!("the agent never became ready");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(agent)
+    }
+}
+
+impl Drop for QuietAgent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn ready(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
+}
+
+/// The child dies with this process: a benchmark's agent or collector must
+/// never outlive it (an agent's guard would keep enforcing a bench policy).
+pub fn tie_to_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
 }

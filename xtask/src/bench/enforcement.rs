@@ -29,7 +29,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let protected = root.join("protected");
     std::fs::create_dir(&protected)?;
     let policy = root.join("policy.toml");
-    std::fs::write(&policy, policy_text(&protected))?;
+    std::fs::write(&policy, policy_text(&protected, LIMIT))?;
     let agent = BenchAgent::start(agent_bin, &policy, &root)?;
 
     let mut lost_past_limit = Vec::new();
@@ -98,7 +98,8 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     ))
 }
 
-fn policy_text(protected: &Path) -> String {
+/// A policy protecting `protected` with `limit`, killing only the process.
+pub(super) fn policy_text(protected: &Path, limit: usize) -> String {
     format!(
         r#"mode = "enforce"
 [scoring]
@@ -115,7 +116,7 @@ kill_marked_on_exec = true
 [[path_class]]
 name = "bench"
 paths = ["{}"]
-limit = {LIMIT}
+limit = {limit}
 [allow]
 [action]
 target = "process"

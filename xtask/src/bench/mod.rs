@@ -5,6 +5,8 @@
 
 mod agent;
 mod enforcement;
+mod latency;
+mod overhead;
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +18,10 @@ use crate::cmd;
 pub fn run(agent_bin: &Path) -> anyhow::Result<()> {
     let results = cmd::workspace_root().join("bench");
     std::fs::create_dir_all(&results)?;
-    let table = enforcement::run(agent_bin, &results.join("enforcement.json"))?;
-    println!("\n{table}");
+    let mut tables = vec![enforcement::run(agent_bin, &results.join("enforcement.json"))?];
+    tables.push(latency::run(agent_bin, &results.join("latency.json"))?);
+    tables.push(overhead::run(agent_bin, &results.join("overhead.json"))?);
+    println!("\n{}", tables.join("\n"));
     Ok(())
 }
 
@@ -71,6 +75,38 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A loop device over `backing` (created with `size` bytes), detached when dropped.
+pub struct LoopDevice {
+    pub path: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn new(backing: &Path, size: u64) -> anyhow::Result<LoopDevice> {
+        std::fs::File::create(backing)?.set_len(size)?;
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(backing)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(LoopDevice {
+            path: PathBuf::from(String::from_utf8(out.stdout)?.trim()),
+        })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.path)
+            .status();
     }
 }
 
