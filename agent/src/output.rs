@@ -62,11 +62,14 @@ impl Output {
         }
     }
 
+    /// Whether events are shown at all (they are logged at debug level).
+    pub fn shows_events(&self) -> bool {
+        self.format == Format::Json || tracing::enabled!(tracing::Level::DEBUG)
+    }
+
     pub fn event(&mut self, event: &Attributed) -> io::Result<()> {
         match self.format {
             Format::Json => self.json_line(event),
-            // Events are logged at debug level: skip building them otherwise.
-            Format::Log if !tracing::enabled!(tracing::Level::DEBUG) => Ok(()),
             Format::Log => {
                 // The JSON body without the envelope fields logged separately.
                 let mut body = serde_json::to_value(&event.event.body).unwrap_or_default();

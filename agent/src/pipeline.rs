@@ -99,14 +99,18 @@ impl Stages {
             }
         };
         self.health.event(event.body.kind());
-        let event = self.model.observe(event);
-        output.event(&event).context("writing an event")?;
+        let mut event = self.model.observe(event);
+        if output.shows_events() {
+            self.model.with_ancestry(&mut event);
+            output.event(&event).context("writing an event")?;
+        }
         if !scored(&event) || self.responder.is_allowed(&event, &self.policy) {
             return Ok(());
         }
         let Some(verdict) = self.scorer.observe(&event, &self.policy) else {
             return Ok(());
         };
+        self.model.with_ancestry(&mut event);
         let action = self.responder.respond(&event, &verdict, &self.policy);
         let alert = Alert::new(self.host.clone(), self.policy.mode, &event, verdict, action);
         let killed = match &alert.action {

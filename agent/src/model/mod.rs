@@ -64,7 +64,9 @@ impl Model {
                 child_pid,
                 child_start_ns,
             } => self.processes.fork(task, *child_pid, *child_start_ns),
-            EventBody::Exec { exe, argv, .. } => self.processes.exec(task, exe.clone(), argv.argv.clone()),
+            EventBody::Exec { exe, argv, .. } => {
+                self.processes.exec(task, exe.as_slice(), argv.argv.as_slice())
+            }
             EventBody::Exit { .. } => self.processes.exit(task, now),
             EventBody::BlockOpen { device, .. } | EventBody::BlockWrite { device, .. } => {
                 self.name_device(device);
@@ -87,11 +89,21 @@ impl Model {
         let cgroup = self.cgroups.resolve(task.cgroup_id);
         let login_user = task.login_uid.and_then(|uid| self.user_name(uid));
         let session = Session::new(task, cgroup, login_user);
-        let ancestry = self.processes.ancestry(task.pid, task.sid);
+        // Ancestry is built on demand (`with_ancestry`): most events need none.
+        let ancestry = Vec::new();
         Attributed {
             event,
             session,
             ancestry,
+        }
+    }
+
+    /// Fills in `event`'s ancestry, once: for output that shows it and for alerts.
+    pub fn with_ancestry(&self, event: &mut Attributed) {
+        if event.ancestry.is_empty() {
+            event.ancestry = self
+                .processes
+                .ancestry(event.event.process.pid, event.event.process.sid);
         }
     }
 

@@ -9,6 +9,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -30,8 +31,9 @@ pub struct Proc {
     /// Start, nanoseconds since boot (from `/proc`: to clock-tick precision).
     pub start_ns: u64,
     pub comm: Vec<u8>,
-    pub exe: Vec<u8>,
-    pub argv: Vec<Vec<u8>>,
+    /// Shared, not copied, by forks and ancestries.
+    pub exe: Arc<[u8]>,
+    pub argv: Arc<[Vec<u8>]>,
     pub exited: bool,
 }
 
@@ -42,9 +44,9 @@ pub struct Ancestor {
     #[serde(serialize_with = "escape::serialize")]
     pub comm: Vec<u8>,
     #[serde(serialize_with = "escape::serialize")]
-    pub exe: Vec<u8>,
+    pub exe: Arc<[u8]>,
     #[serde(serialize_with = "serialize_argv")]
-    pub argv: Vec<Vec<u8>>,
+    pub argv: Arc<[Vec<u8>]>,
 }
 
 fn serialize_argv<S: serde::Serializer>(argv: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
@@ -89,8 +91,8 @@ impl ProcessTable {
                 ppid: task.ppid,
                 start_ns: task.start_ns,
                 comm: task.comm.clone(),
-                exe: Vec::new(),
-                argv: Vec::new(),
+                exe: Arc::default(),
+                argv: Arc::default(),
                 exited: false,
             });
         }
@@ -109,11 +111,11 @@ impl ProcessTable {
         });
     }
 
-    pub fn exec(&mut self, task: &Task, exe: Vec<u8>, argv: Vec<Vec<u8>>) {
+    pub fn exec(&mut self, task: &Task, exe: impl Into<Arc<[u8]>>, argv: impl Into<Arc<[Vec<u8>]>>) {
         let proc = self.touch(task);
         proc.comm = task.comm.clone();
-        proc.exe = exe;
-        proc.argv = argv;
+        proc.exe = exe.into();
+        proc.argv = argv.into();
     }
 
     pub fn exit(&mut self, task: &Task, now: Instant) {
@@ -219,8 +221,8 @@ fn read_proc(pid: u32, ticks_per_sec: u64) -> Option<Proc> {
         ppid,
         start_ns: start_ticks * (1_000_000_000 / ticks_per_sec.max(1)),
         comm,
-        exe,
-        argv,
+        exe: exe.into(),
+        argv: argv.into(),
         exited: false,
     })
 }
@@ -275,8 +277,8 @@ mod tests {
         let chain = t.ancestry(200, 100);
         let pids: Vec<u32> = chain.iter().map(|a| a.pid).collect();
         assert_eq!(pids, [200, 100]);
-        assert_eq!(chain[0].exe, b"/usr/bin/rm");
-        assert_eq!(chain[1].argv, [b"bash".to_vec()]);
+        assert_eq!(&*chain[0].exe, b"/usr/bin/rm");
+        assert_eq!(&*chain[1].argv, [b"bash".to_vec()]);
     }
 
     #[test]
