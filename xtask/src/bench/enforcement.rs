@@ -24,12 +24,8 @@ const DIRS: usize = 100;
 const LIMIT: usize = 1_000;
 
 pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
-    let fs = Tmpfs::new()?;
+    let (fs, protected, policy) = protected_tmpfs(LIMIT)?;
     let root = fs.path();
-    let protected = root.join("protected");
-    std::fs::create_dir(&protected)?;
-    let policy = root.join("policy.toml");
-    std::fs::write(&policy, policy_text(&protected, LIMIT))?;
     let agent = BenchAgent::start(agent_bin, &policy, &root)?;
 
     let mut lost_past_limit = Vec::new();
@@ -98,8 +94,21 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     ))
 }
 
+/// A tmpfs with a `protected` directory and a policy protecting it with
+/// `limit`: (the tmpfs, the directory, the policy file).
+pub(super) fn protected_tmpfs(
+    limit: usize,
+) -> anyhow::Result<(Tmpfs, std::path::PathBuf, std::path::PathBuf)> {
+    let fs = Tmpfs::new()?;
+    let protected = fs.path().join("protected");
+    std::fs::create_dir(&protected)?;
+    let policy = fs.path().join("policy.toml");
+    std::fs::write(&policy, policy_text(&protected, limit))?;
+    Ok((fs, protected, policy))
+}
+
 /// A policy protecting `protected` with `limit`, killing only the process.
-pub(super) fn policy_text(protected: &Path, limit: usize) -> String {
+fn policy_text(protected: &Path, limit: usize) -> String {
     format!(
         r#"mode = "enforce"
 [scoring]

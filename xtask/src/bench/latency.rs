@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 
 use super::{
     agent::{tie_to_parent, QuietAgent},
-    enforcement::policy_text,
-    machine, percentile, Tmpfs,
+    enforcement::protected_tmpfs,
+    machine, percentile,
 };
 
 const RUNS: usize = 30;
@@ -25,12 +25,8 @@ const LIMIT: usize = 100;
 
 pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let bin = agent_bin.parent().context("release directory")?;
-    let fs = Tmpfs::new()?;
+    let (fs, protected, policy) = protected_tmpfs(LIMIT)?;
     let root = fs.path();
-    let protected = root.join("protected");
-    std::fs::create_dir(&protected)?;
-    let policy = root.join("policy.toml");
-    std::fs::write(&policy, policy_text(&protected, LIMIT))?;
 
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let url = format!("http://{addr}");
