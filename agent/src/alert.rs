@@ -85,6 +85,18 @@ impl Alert {
     }
 }
 
+/// The host an alert names: the Kubernetes node (`NODE_NAME`, from the
+/// downward API) where there is one (inside a pod the host name is the
+/// pod's), else the host name.
+pub fn host_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            nix::unistd::gethostname().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned())
+        })
+}
+
 /// ATT&CK techniques the evidence shows.
 fn mitre(verdict: &Verdict) -> Vec<&'static str> {
     let e = &verdict.evidence;

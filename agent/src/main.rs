@@ -196,9 +196,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 _ = sigterm.recv() => info!("SIGTERM: shutting down"),
             }
         };
-        let host = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let host = agent::alert::host_name();
         let ship = args.collector.map(|url| pipeline::ShipSettings {
             collector: agent::ship::sender::Config {
                 url,
@@ -212,7 +210,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             spool: args.spool,
             spool_capacity: args.spool_capacity,
-            node: std::env::var("NODE_NAME").ok(),
+            placement: agent::ship::wire::Placement::from_env(),
         });
         let settings = pipeline::Settings {
             policy: args.policy,

@@ -54,8 +54,8 @@ pub struct ShipSettings {
     pub collector: sender::Config,
     pub spool: PathBuf,
     pub spool_capacity: u64,
-    /// Kubernetes node name, carried into alerts.
-    pub node: Option<String>,
+    /// Where the agent runs (Kubernetes node and pod), carried into alerts.
+    pub placement: wire::Placement,
 }
 
 /// The spool alerts are written to before they are sent, and the sender's wake-up.
@@ -63,7 +63,7 @@ struct Shipper {
     spool: Arc<Spool>,
     wake: Arc<Notify>,
     agent_id: String,
-    node: Option<String>,
+    placement: wire::Placement,
 }
 
 /// Everything between a decoded event and the output.
@@ -120,7 +120,7 @@ impl Stages {
         self.health.alert(alert.severity.name(), killed);
         output.alert(&alert).context("writing an alert")?;
         if let Some(shipper) = &self.shipper {
-            let wire = wire::alert(&alert, &shipper.agent_id, shipper.node.as_deref());
+            let wire = wire::alert(&alert, &shipper.agent_id, &shipper.placement);
             match shipper.spool.append(&prost::Message::encode_to_vec(&wire)) {
                 Ok(_) => shipper.wake.notify_one(),
                 // The alert is in the output; the spool's failure is loud.
@@ -182,7 +182,7 @@ pub async fn run(
                 spool,
                 wake,
                 agent_id,
-                node: ship.node,
+                placement: ship.placement,
             })
         }
         None => None,
@@ -195,9 +195,7 @@ pub async fn run(
         policy,
         shipper,
         health: health.clone(),
-        host: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into())
-            .unwrap_or_else(|_| "unknown".into()),
+        host: crate::alert::host_name().into(),
     };
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
     // for as long as the AsyncFd holds the ring buffer.

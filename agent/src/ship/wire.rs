@@ -14,7 +14,23 @@ pub fn severity(s: Severity) -> pb::Severity {
     }
 }
 
-pub fn alert(a: &Alert, agent_id: &str, node: Option<&str>) -> pb::Alert {
+/// Where the agent runs, from the downward API (`NODE_NAME`, `POD_NAME`).
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub node: Option<String>,
+    pub pod: Option<String>,
+}
+
+impl Placement {
+    pub fn from_env() -> Placement {
+        Placement {
+            node: std::env::var("NODE_NAME").ok(),
+            pod: std::env::var("POD_NAME").ok(),
+        }
+    }
+}
+
+pub fn alert(a: &Alert, agent_id: &str, placement: &Placement) -> pb::Alert {
     let cgroup = a.session.cgroup.as_deref();
     pb::Alert {
         id: a.id.clone(),
@@ -90,10 +106,19 @@ pub fn alert(a: &Alert, agent_id: &str, node: Option<&str>) -> pb::Alert {
             .collect(),
         action: Some(action(a)),
         mitre: a.mitre.iter().map(|m| (*m).to_owned()).collect(),
-        kubernetes: a.kubernetes.as_ref().map(|k| pb::Kubernetes {
-            pod_uid: k.pod_uid.clone().unwrap_or_default(),
-            container_id: k.container_id.clone().unwrap_or_default(),
-            node: node.unwrap_or_default().to_owned(),
+        kubernetes: (a.kubernetes.is_some() || placement.node.is_some()).then(|| pb::Kubernetes {
+            pod_uid: a
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.pod_uid.clone())
+                .unwrap_or_default(),
+            container_id: a
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.container_id.clone())
+                .unwrap_or_default(),
+            node: placement.node.clone().unwrap_or_default(),
+            agent_pod: placement.pod.clone().unwrap_or_default(),
             ..Default::default()
         }),
         source: "agent".into(),
@@ -154,4 +179,71 @@ fn action(a: &Alert) -> pb::Action {
         }
     }
     action
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{events::Task, model::Session, scoring::Evidence};
+
+    fn host_alert() -> Alert {
+        let process = Task {
+            pid: 10,
+            tid: 10,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            comm: b"rm".to_vec(),
+            cgroup_id: 1,
+            start_ns: 0,
+            login_uid: None,
+            audit_session: None,
+            pgid: 10,
+            sid: 10,
+            kernel_thread: false,
+            allowlisted: false,
+        };
+        Alert {
+            id: "a".into(),
+            time: std::time::SystemTime::UNIX_EPOCH,
+            host: "node-1".into(),
+            severity: Severity::High,
+            score: 80.0,
+            summary: String::new(),
+            mode: "enforce",
+            session: Session::new(&process, None, None),
+            process,
+            ancestry: vec![],
+            features: vec![],
+            evidence: Evidence::default(),
+            guard: None,
+            action: None,
+            mitre: vec!["T1485"],
+            kubernetes: None,
+        }
+    }
+
+    #[test]
+    fn the_agents_node_and_pod_are_in_every_alert_on_kubernetes() {
+        let placement = Placement {
+            node: Some("node-1".into()),
+            pod: Some("levee-agent-x7k2p".into()),
+        };
+        let wire = alert(&host_alert(), "node-1", &placement);
+        let k8s = wire
+            .kubernetes
+            .expect("kubernetes metadata for a host process too");
+        assert_eq!(
+            (k8s.node.as_str(), k8s.agent_pod.as_str()),
+            ("node-1", "levee-agent-x7k2p")
+        );
+        assert!(k8s.pod_uid.is_empty(), "the destruction came from no pod");
+        assert_eq!(wire.severity, pb::Severity::High as i32);
+        assert!(
+            alert(&host_alert(), "h", &Placement::default())
+                .kubernetes
+                .is_none(),
+            "no Kubernetes, no metadata"
+        );
+    }
 }
