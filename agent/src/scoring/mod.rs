@@ -149,20 +149,12 @@ impl Scorer {
                 sec,
                 ..Default::default()
             });
+            // Everything is stamped in whole seconds: nothing more can
+            // expire until the next second begins.
+            state.expire(sec, window);
         }
         if !state.record(event, sec, policy) {
             return None;
-        }
-        state.dirs.retain(|_, seen| sec.saturating_sub(*seen) < window);
-        state
-            .commands
-            .retain(|(seen, _)| sec.saturating_sub(*seen) < window);
-        if state
-            .guard
-            .as_ref()
-            .is_some_and(|(seen, _)| sec.saturating_sub(*seen) >= window)
-        {
-            state.guard = None;
         }
 
         let (score, features, evidence) = state.score(sec, policy);
@@ -198,6 +190,20 @@ impl Scorer {
 }
 
 impl SessionState {
+    /// Forgets directories, commands and a guard action older than the window.
+    fn expire(&mut self, sec: u64, window: u64) {
+        self.dirs.retain(|_, seen| sec.saturating_sub(*seen) < window);
+        self.commands
+            .retain(|(seen, _)| sec.saturating_sub(*seen) < window);
+        if self
+            .guard
+            .as_ref()
+            .is_some_and(|(seen, _)| sec.saturating_sub(*seen) >= window)
+        {
+            self.guard = None;
+        }
+    }
+
     /// Adds the event; false if it cannot change the score.
     fn record(&mut self, event: &Attributed, sec: u64, policy: &Policy) -> bool {
         let bucket = self.buckets.back_mut().expect("a bucket for now");
@@ -445,6 +451,24 @@ mod tests {
         assert!(
             verdicts.iter().map(|(_, v)| v.severity).is_sorted(),
             "severity only rises"
+        );
+    }
+
+    #[test]
+    fn directories_age_out_of_the_window() {
+        let policy = policy();
+        let mut scorer = Scorer::default();
+        for n in 0..10 {
+            scorer.observe(&deletion(&format!("/home/dev/d{n}/f"), n), &policy);
+        }
+        let key = deletion("/x", 0).session.key;
+        assert_eq!(scorer.sessions[&key].dirs.len(), 10);
+        let later = policy.scoring.window_secs * 1000 + 1000;
+        scorer.observe(&deletion("/home/dev/other/f", later), &policy);
+        assert_eq!(
+            scorer.sessions[&key].dirs.len(),
+            1,
+            "only the directory seen in the window"
         );
     }
 
