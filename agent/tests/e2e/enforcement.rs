@@ -357,6 +357,9 @@ fn marks_are_listed_explained_and_cleared() {
     let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
     let (status, session) = in_login_session(sandbox.path(), "exec rm -rf backups");
     assert!(killed(status));
+    // The agent may mark the session itself while it works through the
+    // attack's records: let it finish, or it could mark again after the clear.
+    agent.everything_until_now(&sandbox);
     let key = format!("login:{session}");
     let marks = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_levee-agent"))
