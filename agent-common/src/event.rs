@@ -6,6 +6,10 @@ pub const COMM_LEN: usize = 16;
 /// Largest fixed part of any record; the variable data follows it.
 pub const RECORD_HEAD_CAP: usize = 256;
 
+/// Longest record the probes send: the fixed part, the data area, and slack
+/// for one name read at the data area's last offset.
+pub const RECORD_MAX: usize = RECORD_HEAD_CAP + crate::path::DATA_CAP + crate::path::NAME_CAP;
+
 /// `task_struct.sessionid` and `loginuid` when unset: no login session.
 pub const AUDIT_UNSET: u32 = u32::MAX;
 

@@ -235,7 +235,12 @@ pub fn count_deletion(task: &Subject, class: u32) {
         let limit = cfg.limits[c];
         let count = counts.counts[c];
         if limit != 0 && count >= limit {
-            act(task, &cfg, session, GuardReason::LimitCrossed, GuardHook::Deletion, c as u32, count, limit, 0);
+            // Once per crossing: a marked session's processes die at their
+            // next destructive call in enforce mode, and in monitor mode one
+            // record per deletion past the limit would flood the agent.
+            if unsafe { MARKED.get(&session) }.is_none() {
+                act(task, &cfg, session, GuardReason::LimitCrossed, GuardHook::Deletion, c as u32, count, limit, 0);
+            }
             return;
         }
     }
@@ -246,7 +251,10 @@ pub fn count_deletion(task: &Subject, class: u32) {
 #[inline(always)]
 pub fn check_marked(hook: GuardHook) {
     let Some(cfg) = config() else { return };
-    if cfg.marked == 0 || (hook == GuardHook::Exec && cfg.kill_marked_on_exec == 0) {
+    // In monitor mode nothing is done to a marked session's processes, and
+    // the agent sees their deletions anyway: a record for each of their
+    // syscalls would only double the traffic of a mass deletion.
+    if cfg.enforce == 0 || cfg.marked == 0 || (hook == GuardHook::Exec && cfg.kill_marked_on_exec == 0) {
         return;
     }
     let task = Subject::current(&offsets());
@@ -312,5 +320,5 @@ fn act(
     fixed.killed = killed as u32;
     fixed.signal_ret = signal_ret;
     fixed.dev = dev;
-    record.submit();
+    record.submit_now();
 }

@@ -1,7 +1,8 @@
 //! Maps and globals shared by every probe.
 
-use agent_common::{Counter, KernelOffsets};
+use agent_common::{event::RECORD_MAX, Counter, KernelOffsets};
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
@@ -14,6 +15,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
+/// Unread bytes in [`EVENTS`] at which a routine record wakes the agent; 0:
+/// any record may wake it (the kernel's default). Set by the agent before load.
+#[no_mangle]
+static WAKE_BYTES: u64 = 0;
+
 /// Set by the agent from BTF before load (`EbpfLoader::set_global`).
 #[no_mangle]
 static OFFSETS: KernelOffsets = KernelOffsets::UNRESOLVED;
@@ -23,6 +29,44 @@ static OFFSETS: KernelOffsets = KernelOffsets::UNRESOLVED;
 #[inline(always)]
 pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
+}
+
+/// How a record is delivered to the agent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The agent reads it in its next batch: a wake-up per record would cost
+    /// the traced process an interrupt and the agent a context switch.
+    Batched,
+    /// The agent must act on it now: wake it.
+    Now,
+}
+
+/// `bpf_ringbuf_output` flags for a record delivered as `delivery`.
+#[inline(always)]
+pub fn wakeup_flags(delivery: Delivery) -> u64 {
+    // A volatile read, as for OFFSETS: the value is set at load (at least
+    // RECORD_MAX when not 0), and the verifier sees it as a constant.
+    let threshold = unsafe { core::ptr::read_volatile(&raw const WAKE_BYTES) };
+    if delivery == Delivery::Now {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
+    if threshold == 0 {
+        return 0;
+    }
+    // Only records sent while the unread bytes are within one record of the
+    // threshold wake the agent: a wake-up is an interrupt on the producing
+    // CPU (a VM exit on a virtual machine). No record is longer than the
+    // window, so at least one lands in it on the way past the threshold;
+    // past it the agent is awake and reading, and what a race leaves unread
+    // its poll finds. One unsigned comparison (threshold - RECORD_MAX <=
+    // unread < threshold): every more branch here multiplies the verifier's
+    // states through the probes' path walks, past its limit.
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if unread.wrapping_sub(threshold - RECORD_MAX as u64) < RECORD_MAX as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 #[inline(always)]

@@ -8,7 +8,7 @@
 use core::marker::PhantomData;
 
 use agent_common::{
-    event::RECORD_HEAD_CAP,
+    event::RECORD_MAX,
     path::{
         RawPath, DATA_CAP, NAME_CAP, PATH_FLAG_DIR_RESOLVED, PATH_FLAG_DIR_TRUNCATED,
         PATH_FLAG_NAME_TRUNCATED, PATH_FLAG_NAME_UNREADABLE,
@@ -22,14 +22,14 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{count, EVENTS},
+    maps::{count, wakeup_flags, Delivery, EVENTS},
     path::{self, PathRef},
     task,
 };
 
 /// The fixed part, the data area, and slack for one name read at the data
-/// area's last offset.
-const SCRATCH_LEN: usize = RECORD_HEAD_CAP + DATA_CAP + NAME_CAP;
+/// area's last offset: no record is longer.
+const SCRATCH_LEN: usize = RECORD_MAX;
 const MASK: usize = DATA_CAP - 1;
 
 #[repr(C)]
@@ -183,9 +183,21 @@ impl<T: 'static> Record<T> {
         len as u32
     }
 
-    /// Sends the record: the fixed part and the data written.
+    /// Sends the record (the fixed part and the data written) for the agent's
+    /// next batch.
     #[inline(always)]
     pub fn submit(self) {
+        self.send(Delivery::Batched)
+    }
+
+    /// Sends the record and wakes the agent.
+    #[inline(always)]
+    pub fn submit_now(self) {
+        self.send(Delivery::Now)
+    }
+
+    #[inline(always)]
+    fn send(self, delivery: Delivery) {
         let mut len = core::mem::size_of::<T>() + self.end();
         // Never true; it bounds `len` for the verifier.
         if len > SCRATCH_LEN {
@@ -193,7 +205,7 @@ impl<T: 'static> Record<T> {
         }
         unsafe { (*self.head().cast::<EventHeader>()).len = len as u32 };
         let bytes = unsafe { core::slice::from_raw_parts(self.head().cast_const(), len) };
-        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        if EVENTS.output::<[u8]>(bytes, wakeup_flags(delivery)).is_err() {
             count(Counter::RingBufferFull);
         }
     }

@@ -5,7 +5,7 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 use agent::{
     output::{Format, Output},
     pipeline,
-    probes::{LoadOptions, Probes},
+    probes::{LoadOptions, Probes, Wakeup},
 };
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -105,6 +105,12 @@ struct RunArgs {
     /// Size of the kernel-to-agent ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = parse_ring_size)]
     ring_buffer_bytes: u32,
+    /// Longest an event may wait in the kernel before the agent reads it,
+    /// batched with others so that traced processes are not interrupted to
+    /// wake the agent at every event; what the in-kernel guard did is read at
+    /// once. `0` wakes the agent at every event.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    batch_delay: std::time::Duration,
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -185,6 +191,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let probes = Probes::load(&LoadOptions {
             btf_path: args.btf,
             ring_buffer_bytes: args.ring_buffer_bytes,
+            wakeup: if args.batch_delay.is_zero() {
+                Wakeup::EveryRecord
+            } else {
+                Wakeup::Batched {
+                    poll: args.batch_delay,
+                }
+            },
         })?;
         info!("probes attached");
         let format = if args.json { Format::Json } else { Format::Log };

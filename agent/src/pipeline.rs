@@ -205,6 +205,11 @@ pub async fn run(
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut losses = Losses::default();
     let mut tick = tokio::time::interval(TICK);
+    // Batched wake-ups leave records unread until enough pile up: read them
+    // every poll interval too.
+    let poll_every = probes.wakeup().poll_interval();
+    let mut poll = tokio::time::interval(poll_every.unwrap_or(TICK));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_refresh = Instant::now();
     tokio::pin!(shutdown);
     stages.health.set_ready();
@@ -215,6 +220,9 @@ pub async fn run(
                 let mut guard = ready.context("waiting on the ring buffer")?;
                 drain(guard.get_inner_mut(), &mut stages, &mut output, &mut losses)?;
                 guard.clear_ready();
+            }
+            _ = poll.tick(), if poll_every.is_some() => {
+                drain(ring.get_mut(), &mut stages, &mut output, &mut losses)?;
             }
             _ = tick.tick() => {
                 stages.health.tick();

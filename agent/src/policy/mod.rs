@@ -4,7 +4,10 @@
 mod watch;
 
 use std::{
+    borrow::Cow,
+    ffi::OsStr,
     ops::Range,
+    os::unix::ffi::{OsStrExt, OsStringExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -285,7 +288,8 @@ impl Policy {
                         "paths start with /",
                     ));
                 }
-                paths.push(path.into_inner());
+                // Normalised once here, as `class_of` compares bytes.
+                paths.push(path.into_inner().components().collect());
             }
             classes.push(PathClass {
                 name: class_name,
@@ -307,15 +311,15 @@ impl Policy {
     /// The class of a path by its longest matching prefix (whole components):
     /// its index in the kernel's numbering (1-based), or 0.
     pub fn class_of(&self, path: &[u8]) -> u32 {
-        let path = Path::new(std::ffi::OsStr::from_bytes_compat(path));
+        // Called for every destructive event: bytes compared directly, the
+        // path normalised first only when it has empty or `.` components.
+        let path = normalized(path);
         let mut best: Option<(usize, u32)> = None;
         for (i, class) in self.classes.iter().enumerate() {
             for prefix in &class.paths {
-                if path.starts_with(prefix) {
-                    let depth = prefix.components().count();
-                    if best.is_none_or(|(d, _)| depth > d) {
-                        best = Some((depth, i as u32 + 1));
-                    }
+                let prefix = prefix.as_os_str().as_bytes();
+                if is_under(&path, prefix) && best.is_none_or(|(len, _)| prefix.len() > len) {
+                    best = Some((prefix.len(), i as u32 + 1));
                 }
             }
         }
@@ -334,14 +338,25 @@ impl Policy {
     }
 }
 
-/// `OsStr::from_bytes`, named so the Unix-only import stays here.
-trait FromBytesCompat {
-    fn from_bytes_compat(bytes: &[u8]) -> &Self;
+/// `path` without empty components, `.` components or a trailing slash, as
+/// [`Path::components`] sees it.
+fn normalized(path: &[u8]) -> Cow<'_, [u8]> {
+    let clean = !path.windows(2).any(|w| w == b"//")
+        && !path.windows(3).any(|w| w == b"/./")
+        && !path.ends_with(b"/.")
+        && (path.len() <= 1 || !path.ends_with(b"/"));
+    if clean {
+        return Cow::Borrowed(path);
+    }
+    let components = Path::new(OsStr::from_bytes(path)).components();
+    Cow::Owned(components.collect::<PathBuf>().into_os_string().into_vec())
 }
 
-impl FromBytesCompat for std::ffi::OsStr {
-    fn from_bytes_compat(bytes: &[u8]) -> &Self {
-        std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+/// Whether normalised `path` is normalised `prefix` or below it.
+fn is_under(path: &[u8], prefix: &[u8]) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix == b"/" || rest.is_empty() || rest[0] == b'/',
+        None => false,
     }
 }
 
@@ -361,6 +376,28 @@ mod tests {
             "whole components only"
         );
         assert_eq!(policy.class_name(3), "backup");
+    }
+
+    #[test]
+    fn classes_match_whole_components_whatever_the_spelling() {
+        let policy = Policy::default_policy();
+        let db = 2;
+        for path in [
+            &b"/var/lib/postgresql"[..],
+            b"/var/lib/postgresql/",
+            b"/var//lib/./postgresql/16",
+            b"/var/lib/postgresql/.",
+        ] {
+            assert_eq!(policy.class_of(path), db, "{}", String::from_utf8_lossy(path));
+        }
+        for path in [
+            &b"/var/lib/postgresqlx"[..],
+            b"/var/lib",
+            b"var/lib/postgresql/x",
+            b"",
+        ] {
+            assert_eq!(policy.class_of(path), 0, "{}", String::from_utf8_lossy(path));
+        }
     }
 
     fn broken(edit: impl Fn(&str) -> String) -> Box<PolicyError> {

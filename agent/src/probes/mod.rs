@@ -9,9 +9,9 @@ pub mod guard;
 pub mod marks;
 pub mod tracefs;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use agent_common::Counter;
+use agent_common::{event::RECORD_MAX, Counter};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
@@ -106,6 +106,38 @@ pub enum ProbeError {
     },
 }
 
+/// When the kernel wakes the agent to read new records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakeup {
+    /// At any record the agent has not caught up with (the kernel's default):
+    /// the least latency, but under a steady trickle of events every record
+    /// costs the traced process an interrupt and the agent a context switch.
+    EveryRecord,
+    /// At once for what the in-kernel guard did; for the rest when a
+    /// sixteenth of the ring buffer is unread. The agent also reads the ring
+    /// every `poll`, so no record waits longer than that.
+    Batched { poll: Duration },
+}
+
+impl Wakeup {
+    /// How often the agent must read the ring buffer without being woken.
+    pub fn poll_interval(self) -> Option<Duration> {
+        match self {
+            Wakeup::EveryRecord => None,
+            Wakeup::Batched { poll } => Some(poll),
+        }
+    }
+
+    /// The probes' `WAKE_BYTES`: unread bytes at which a routine record wakes
+    /// the agent; the probes need it to be at least one record.
+    fn wake_bytes(self, ring_buffer_bytes: u32) -> u64 {
+        match self {
+            Wakeup::EveryRecord => 0,
+            Wakeup::Batched { .. } => u64::from(ring_buffer_bytes / 16).max(RECORD_MAX as u64),
+        }
+    }
+}
+
 /// How to load the probes.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -113,6 +145,7 @@ pub struct LoadOptions {
     pub btf_path: PathBuf,
     /// Size of the event ring buffer in bytes: a power of two, at least a page.
     pub ring_buffer_bytes: u32,
+    pub wakeup: Wakeup,
 }
 
 impl Default for LoadOptions {
@@ -120,6 +153,9 @@ impl Default for LoadOptions {
         Self {
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
             ring_buffer_bytes: 16 * 1024 * 1024,
+            wakeup: Wakeup::Batched {
+                poll: Duration::from_millis(10),
+            },
         }
     }
 }
@@ -127,6 +163,7 @@ impl Default for LoadOptions {
 /// The loaded and attached probes. Dropping it detaches them.
 pub struct Probes {
     ebpf: Ebpf,
+    wakeup: Wakeup,
 }
 
 impl Probes {
@@ -143,8 +180,10 @@ impl Probes {
         }
         let offsets = btf::kernel_offsets(&options.btf_path)?;
         debug!(?offsets, "resolved kernel struct offsets from BTF");
+        let wake_bytes = options.wakeup.wake_bytes(options.ring_buffer_bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
+            .override_global("WAKE_BYTES", &wake_bytes, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(PROBE_OBJECT)?;
         for &(program, hook) in ATTACHMENTS {
@@ -158,7 +197,15 @@ impl Probes {
             })?;
             debug!(program, ?hook, "attached");
         }
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf,
+            wakeup: options.wakeup,
+        })
+    }
+
+    /// When the kernel wakes the agent, as loaded.
+    pub fn wakeup(&self) -> Wakeup {
+        self.wakeup
     }
 
     /// The event ring buffer. Can be taken once.

@@ -11,6 +11,7 @@ pub mod commands;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
+    fmt,
     hash::{Hash, Hasher},
     time::UNIX_EPOCH,
 };
@@ -157,7 +158,9 @@ impl Scorer {
             return None;
         }
 
-        let (score, features, evidence) = state.score(sec, policy);
+        // Numbers only here, at every event; the explanation is built below
+        // only when an alert is raised.
+        let score = state.score(sec, policy);
         let severity = severity_of(score);
         if severity < policy.scoring.alert_at {
             return None;
@@ -174,6 +177,7 @@ impl Scorer {
             return None;
         }
         state.alerted = Some((severity, sec));
+        let (features, evidence) = state.explain(sec, policy);
         Some(Verdict {
             severity,
             score,
@@ -208,10 +212,15 @@ impl SessionState {
     fn record(&mut self, event: &Attributed, sec: u64, policy: &Policy) -> bool {
         let bucket = self.buckets.back_mut().expect("a bucket for now");
         let sample = |samples: &mut VecDeque<Vec<u8>>, path: &[u8]| {
-            if samples.len() == SAMPLES_CAP {
-                samples.pop_front();
-            }
-            samples.push_back(path.to_vec());
+            // The oldest sample's buffer is reused: no allocation per event.
+            let mut buf = if samples.len() == SAMPLES_CAP {
+                samples.pop_front().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            buf.clear();
+            buf.extend_from_slice(path);
+            samples.push_back(buf);
         };
         match &event.event.body {
             EventBody::Deletion {
@@ -263,7 +272,13 @@ impl SessionState {
         true
     }
 
-    fn score(&self, sec: u64, policy: &Policy) -> (f64, Vec<Feature>, Evidence) {
+    /// Calls `add(name, value, contribution)` for every feature with a value.
+    fn features(&self, sec: u64, policy: &Policy, mut add: impl FnMut(FeatureName<'_>, f64, f64)) {
+        let mut add = |name: FeatureName<'_>, value: f64, contribution: f64| {
+            if value > 0.0 {
+                add(name, value, contribution);
+            }
+        };
         let s = &policy.scoring;
         let deletions: u64 = self.buckets.iter().map(|b| b.deletions).sum();
         let recent: u64 = self
@@ -274,54 +289,31 @@ impl SessionState {
             .sum();
         let rate = recent as f64 / RATE_SECS as f64;
         let bytes: u64 = self.buckets.iter().map(|b| b.bytes).sum();
-        let raw: u64 = self.buckets.iter().map(|b| b.raw_device_bytes).sum();
-        let mut features = Vec::new();
-        let mut add = |name: String, value: f64, contribution: f64| {
-            if value > 0.0 {
-                features.push(Feature {
-                    name,
-                    value,
-                    contribution,
-                });
-            }
-        };
         let ratio = |v: f64, full: f64| (v / full.max(1.0)).min(1.0);
         add(
-            "mass_deletion".into(),
+            FeatureName::MassDeletion,
             deletions as f64,
             MASS_POINTS * ratio(deletions as f64, s.mass_deletion.into()),
         );
         add(
-            "deletion_rate".into(),
+            FeatureName::DeletionRate,
             rate,
             RATE_POINTS * ratio(rate, s.deletion_rate.into()),
         );
         add(
-            "distinct_dirs".into(),
+            FeatureName::DistinctDirs,
             self.dirs.len() as f64,
             DIRS_POINTS * ratio(self.dirs.len() as f64, s.distinct_dirs.into()),
         );
         add(
-            "bytes_destroyed".into(),
+            FeatureName::BytesDestroyed,
             bytes as f64,
             BYTES_POINTS * ratio(bytes as f64, BYTES_FULL),
         );
-        let mut evidence = Evidence {
-            deletions,
-            distinct_dirs: self.dirs.len() as u64,
-            bytes_destroyed: bytes,
-            raw_device_bytes: raw,
-            commands: self.commands.iter().map(|(_, c)| *c).collect(),
-            sample_paths: self.samples.iter().map(|p| crate::escape::escape(p)).collect(),
-            ..Default::default()
-        };
         for (i, class) in policy.classes.iter().enumerate() {
             let hits: u64 = self.buckets.iter().map(|b| b.protected[i + 1]).sum();
-            if hits > 0 {
-                evidence.protected.insert(class.name.clone(), hits);
-            }
             add(
-                format!("protected_path:{}", class.name),
+                FeatureName::ProtectedPath(&class.name),
                 hits as f64,
                 PROTECTED_POINTS * ratio(hits as f64, class.limit.into()),
             );
@@ -329,7 +321,7 @@ impl SessionState {
             // classify (names like `dir/file` relative to the cwd, whose
             // directory the probe does not walk).
             if hits >= u64::from(class.limit) {
-                add(format!("limit_reached:{}", class.name), hits as f64, GUARD_POINTS);
+                add(FeatureName::LimitReached(&class.name), hits as f64, GUARD_POINTS);
             }
         }
         if let Some(worst) = self
@@ -338,27 +330,78 @@ impl SessionState {
             .map(|(_, c)| *c)
             .max_by(|a, b| a.weight().total_cmp(&b.weight()))
         {
-            add(
-                format!(
-                    "destructive_command:{}",
-                    serde_json::to_value(worst)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or("")
-                ),
-                1.0,
-                worst.weight(),
-            );
+            add(FeatureName::DestructiveCommand(worst), 1.0, worst.weight());
         }
         if let Some((_, action)) = &self.guard {
             let reason = match action.reason {
                 GuardReason::ProtectedDevice => "raw_write_to_protected_device",
                 _ => "kernel_limit_crossed",
             };
-            add(format!("guard:{reason}"), 1.0, GUARD_POINTS);
+            add(FeatureName::Guard(reason), 1.0, GUARD_POINTS);
         }
-        let score = features.iter().map(|f| f.contribution).sum();
-        (score, features, evidence)
+    }
+
+    /// The session's score now: the sum of its features' contributions.
+    fn score(&self, sec: u64, policy: &Policy) -> f64 {
+        let mut score = 0.0;
+        self.features(sec, policy, |_, _, contribution| score += contribution);
+        score
+    }
+
+    /// The features behind the score and the evidence, for an alert.
+    fn explain(&self, sec: u64, policy: &Policy) -> (Vec<Feature>, Evidence) {
+        let mut evidence = Evidence {
+            deletions: self.buckets.iter().map(|b| b.deletions).sum(),
+            distinct_dirs: self.dirs.len() as u64,
+            bytes_destroyed: self.buckets.iter().map(|b| b.bytes).sum(),
+            raw_device_bytes: self.buckets.iter().map(|b| b.raw_device_bytes).sum(),
+            commands: self.commands.iter().map(|(_, c)| *c).collect(),
+            sample_paths: self.samples.iter().map(|p| crate::escape::escape(p)).collect(),
+            ..Default::default()
+        };
+        let mut features = Vec::new();
+        self.features(sec, policy, |name, value, contribution| {
+            if let FeatureName::ProtectedPath(class) = name {
+                evidence.protected.insert(class.to_owned(), value as u64);
+            }
+            features.push(Feature {
+                name: name.to_string(),
+                value,
+                contribution,
+            });
+        });
+        (features, evidence)
+    }
+}
+
+/// A feature's name, formatted only for alerts.
+#[derive(Clone, Copy)]
+enum FeatureName<'p> {
+    MassDeletion,
+    DeletionRate,
+    DistinctDirs,
+    BytesDestroyed,
+    ProtectedPath(&'p str),
+    LimitReached(&'p str),
+    DestructiveCommand(Destructive),
+    Guard(&'static str),
+}
+
+impl fmt::Display for FeatureName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeatureName::MassDeletion => f.write_str("mass_deletion"),
+            FeatureName::DeletionRate => f.write_str("deletion_rate"),
+            FeatureName::DistinctDirs => f.write_str("distinct_dirs"),
+            FeatureName::BytesDestroyed => f.write_str("bytes_destroyed"),
+            FeatureName::ProtectedPath(class) => write!(f, "protected_path:{class}"),
+            FeatureName::LimitReached(class) => write!(f, "limit_reached:{class}"),
+            FeatureName::DestructiveCommand(command) => {
+                let name = serde_json::to_value(command).unwrap_or_default();
+                write!(f, "destructive_command:{}", name.as_str().unwrap_or(""))
+            }
+            FeatureName::Guard(reason) => write!(f, "guard:{reason}"),
+        }
     }
 }
 

@@ -210,8 +210,10 @@ fn monitor_mode_alerts_on_the_same_attacks_and_kills_nothing() {
         "nothing is killed in monitor mode: {rm:?} {dd:?}"
     );
     assert!(!backups.exists(), "the whole tree went");
+    let mut guard_alerts = Vec::new();
     for session in [rm_session, dd_session] {
         let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
+        guard_alerts.extend(alerts.iter().filter(|a| !a["guard"].is_null()).cloned());
         let alert = alerts
             .iter()
             .find(|a| !a["guard"].is_null())
@@ -225,6 +227,20 @@ fn monitor_mode_alerts_on_the_same_attacks_and_kills_nothing() {
         );
         assert!(!alerts.iter().any(|a| a["action"]["kind"] == "killed"));
     }
+    // The guard acts once when rm crosses the limit, not again at each of
+    // the hundreds of deletions past it.
+    guard_alerts.extend(
+        agent
+            .everything_until_now(&sandbox)
+            .into_iter()
+            .filter(|e| e["type"] == "alert" && !e["guard"].is_null()),
+    );
+    let rm_key = format!("login:{rm_session}");
+    let rm_guard_alerts = guard_alerts
+        .iter()
+        .filter(|a| a["session"]["key"] == rm_key.as_str())
+        .count();
+    assert_eq!(rm_guard_alerts, 1, "{guard_alerts:#?}");
     agent.stop();
 }
 
