@@ -35,8 +35,12 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the benchmarks (needs root): results in bench/*.json, a table on stdout.
-    Bench,
+    /// Run the benchmarks (needs root): results in bench/<name>.json, tables on
+    /// stdout. Names pick some: enforcement, latency, overhead, throughput, footprint.
+    Bench {
+        /// Benchmarks to run (default: all).
+        names: Vec<String>,
+    },
     /// Validate the deployment files (also part of `test`).
     CheckDeploy,
     /// Build the probes and run every test (needs root: tests load the probes).
@@ -85,10 +89,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("deployment checks failed");
             }
         }
-        Command::Bench => {
+        Command::Bench { names } => {
             cmd::require_root("cargo xtask bench")?;
             let agent = build_release()?;
-            bench::run(&agent)?;
+            bench::run(&agent, &names)?;
         }
         Command::Test { args } => {
             cmd::require_root("cargo xtask test")?;

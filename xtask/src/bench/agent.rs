@@ -132,6 +132,7 @@ pub fn time_of(event: &Value) -> Option<std::time::SystemTime> {
 /// The agent as in production: no event output, ready when `/readyz` says so.
 pub struct QuietAgent {
     child: Child,
+    metrics: std::net::SocketAddr,
 }
 
 impl QuietAgent {
@@ -140,24 +141,39 @@ impl QuietAgent {
     }
 
     pub fn start_with(bin: &Path, policy: &Path, args: &[&str]) -> anyhow::Result<QuietAgent> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        Self::start_on(bin, policy, args, None)
+    }
+
+    /// Starts the agent with extra `args`, every thread of it on `cpu` if given.
+    pub fn start_on(
+        bin: &Path,
+        policy: &Path,
+        args: &[&str],
+        cpu: Option<usize>,
+    ) -> anyhow::Result<QuietAgent> {
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut command = Command::new(bin);
         command
             .args(["run", "--policy"])
             .arg(policy)
-            .args(["--metrics-listen", &port.to_string()])
+            .args(["--metrics-listen", &metrics.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         tie_to_parent(&mut command);
+        if let Some(cpu) = cpu {
+            // SAFETY: sched_setaffinity is async-signal-safe.
+            unsafe { command.pre_exec(move || pin_to(cpu..cpu + 1)) };
+        }
         let agent = QuietAgent {
             child: command
                 .spawn()
                 .with_context(|| format!("starting {}", bin.display()))?,
+            metrics,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready(port) {
+        while !http_get(metrics, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
             if Instant::now() > deadline {
                 bail!("the agent never became ready");
             }
@@ -165,10 +181,36 @@ impl QuietAgent {
         }
         Ok(agent)
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The sum of every series of the agent's Prometheus metric `name` whose
+    /// labels contain `labels` (`""` for all).
+    pub fn metric(&self, name: &str, labels: &str) -> anyhow::Result<f64> {
+        let text = http_get(self.metrics, "/metrics").context("reading the agent's /metrics")?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the agent.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .with_context(|| format!("sending {signal} to the agent"))
+    }
 }
 
 impl Drop for QuietAgent {
     fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGCONT,
+        );
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::SIGTERM,
@@ -177,15 +219,32 @@ impl Drop for QuietAgent {
     }
 }
 
-fn ready(addr: std::net::SocketAddr) -> bool {
+/// The whole response to `GET path` on `addr`, if it answered.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
     let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// Pins the calling thread (and what it execs) to `cpus`.
+pub fn pin_to(cpus: std::ops::Range<usize>) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays inside it
+    // for any cpu below CPU_SETSIZE, which a machine's CPU numbers are.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The child dies with this process: a benchmark's agent or collector must

@@ -5,8 +5,10 @@
 
 mod agent;
 mod enforcement;
+mod footprint;
 mod latency;
 mod overhead;
+mod throughput;
 
 use std::path::{Path, PathBuf};
 
@@ -14,14 +16,36 @@ use anyhow::Context;
 
 use crate::cmd;
 
-/// Runs every benchmark against the release agent at `agent_bin`.
-pub fn run(agent_bin: &Path) -> anyhow::Result<()> {
+/// A benchmark: its name (and results file `bench/<name>.json`) and how to run
+/// it against a release agent, returning its Markdown table.
+type Benchmark = (&'static str, fn(&Path, &Path) -> anyhow::Result<String>);
+
+pub const BENCHMARKS: &[Benchmark] = &[
+    ("enforcement", enforcement::run),
+    ("latency", latency::run),
+    ("overhead", overhead::run),
+    ("throughput", throughput::run),
+    ("footprint", footprint::run),
+];
+
+/// Runs the benchmarks named in `only` (all if empty) against the release
+/// agent at `agent_bin`.
+pub fn run(agent_bin: &Path, only: &[String]) -> anyhow::Result<()> {
+    if let Some(unknown) = only.iter().find(|n| !BENCHMARKS.iter().any(|(b, _)| b == n)) {
+        let names: Vec<&str> = BENCHMARKS.iter().map(|(b, _)| *b).collect();
+        anyhow::bail!("no benchmark `{unknown}`; there are: {}", names.join(", "));
+    }
     let results = cmd::workspace_root().join("bench");
     std::fs::create_dir_all(&results)?;
-    let mut tables = vec![enforcement::run(agent_bin, &results.join("enforcement.json"))?];
-    tables.push(latency::run(agent_bin, &results.join("latency.json"))?);
-    tables.push(overhead::run(agent_bin, &results.join("overhead.json"))?);
-    println!("\n{}", tables.join("\n"));
+    let mut tables = Vec::new();
+    for (name, bench) in BENCHMARKS {
+        if only.is_empty() || only.iter().any(|n| n == name) {
+            eprintln!("xtask bench: {name}");
+            let file = results.join(format!("{name}.json"));
+            tables.push(bench(agent_bin, &file).with_context(|| format!("benchmark {name}"))?);
+        }
+    }
+    println!("\n{}", tables.join("\n\n"));
     Ok(())
 }
 
@@ -37,6 +61,22 @@ pub fn machine() -> serde_json::Value {
         "cpu": cpu,
         "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     })
+}
+
+/// The shipped policy in monitor mode, written in `dir`: the same probes and
+/// checks as enforce, and a benchmark is never killed.
+pub fn monitor_policy(dir: &Path) -> anyhow::Result<PathBuf> {
+    let policy = dir.join("policy.toml");
+    let text = include_str!("../../../agent/policy/default.toml");
+    anyhow::ensure!(
+        text.contains("mode = \"enforce\""),
+        "the shipped policy's mode line moved"
+    );
+    std::fs::write(
+        &policy,
+        text.replacen("mode = \"enforce\"", "mode = \"monitor\"", 1),
+    )?;
+    Ok(policy)
 }
 
 /// `p`-th percentile (0..=100) of sorted `values`, nearest rank.
