@@ -9,6 +9,7 @@ pub mod alert;
 pub mod escape;
 pub mod events;
 pub mod health;
+pub mod host;
 pub mod model;
 pub mod output;
 pub mod pipeline;

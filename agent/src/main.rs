@@ -111,6 +111,11 @@ struct RunArgs {
     /// once. `0` wakes the agent at every event.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     batch_delay: std::time::Duration,
+    /// A process in the host's mount namespace: in a container the agent
+    /// reaches the host's files (protected directories, allowlisted programs,
+    /// mounts, users) through its /proc/PID/root. With hostPID, init (1).
+    #[arg(long, default_value_t = 1)]
+    host_pid: u32,
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -187,6 +192,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    agent::host::set_host_pid(args.host_pid);
     runtime.block_on(async {
         let probes = Probes::load(&LoadOptions {
             btf_path: args.btf,

@@ -293,11 +293,11 @@ fn refresh_losses(counters: &LossCounters, losses: &mut Losses) -> anyhow::Resul
     Ok(*losses != before)
 }
 
-/// The id of the cgroup v2 root (its directory's inode), 1 when unknown.
+/// The id of the host's cgroup v2 root (its directory's inode), 1 when unknown.
 fn root_cgroup_id() -> u64 {
-    std::fs::read_to_string("/proc/self/mountinfo")
+    crate::host::mountinfo()
         .ok()
         .and_then(|m| find_v2_mount(&m))
-        .and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|p| std::fs::metadata(crate::host::path(&p)).ok())
         .map_or(1, |m| m.ino())
 }

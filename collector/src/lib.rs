@@ -22,6 +22,10 @@ pub struct Hub {
     pub store: Arc<store::Store>,
     pub live: broadcast::Sender<StoredAlert>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Held from storing an alert to broadcasting it, so the live feed is in
+    /// cursor order: a subscriber skips anything not after its cursor, and
+    /// would lose an alert broadcast after a newer one.
+    publishing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Hub {
@@ -31,12 +35,14 @@ impl Hub {
             store: Arc::new(store),
             live,
             metrics: Arc::default(),
+            publishing: Arc::default(),
         }
     }
 
     /// Stores an alert and, if it is new, tells live subscribers. Returns its
     /// cursor, or `None` for a duplicate.
     pub async fn publish(&self, alert: proto::v1::Alert) -> Result<Option<u64>, store::StoreError> {
+        let _in_order = self.publishing.lock().await;
         let store = self.store.clone();
         let stored = tokio::task::spawn_blocking(move || store.insert(&alert))
             .await

@@ -109,10 +109,10 @@ struct KernfsHandle {
 impl CgroupResolver {
     /// Finds the cgroup2 mount; without one, every id resolves to nothing.
     pub fn new() -> CgroupResolver {
-        let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        let mount = crate::host::mountinfo()
             .ok()
             .and_then(|m| find_v2_mount(&m))
-            .and_then(|path| File::open(&path).ok().map(|f| (path, f)));
+            .and_then(|path| File::open(crate::host::path(&path)).ok().map(|f| (path, f)));
         if mount.is_none() {
             tracing::warn!("no cgroup2 mount found: events will carry no container or unit");
         }
@@ -164,7 +164,12 @@ fn path_of(mount_path: &Path, mount: &File, id: u64) -> Option<String> {
     // SAFETY: `fd` was just returned by the kernel and is not used elsewhere.
     let dir = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let link = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
-    let below = link.strip_prefix(mount_path).ok()?;
+    // The link names the directory as seen from here: through the host's
+    // root when the mount is the host's and the agent runs in a container.
+    let below = link
+        .strip_prefix(mount_path)
+        .or_else(|_| link.strip_prefix(crate::host::path(mount_path)))
+        .ok()?;
     let text = CString::new(below.as_os_str().as_bytes())
         .ok()?
         .into_string()

@@ -113,12 +113,7 @@ impl Model {
         }
         self.users
             .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into())
-                    .ok()
-                    .flatten()
-                    .map(|u| Arc::from(u.name.as_str()))
-            })
+            .or_insert_with(|| crate::host::user_name(uid).map(Arc::from))
             .clone()
     }
 

@@ -28,7 +28,7 @@ const PROBE_BYTES: usize = 0x10048;
 /// Every protected device now, as kernel `dev_t` values.
 pub fn scan() -> HashSet<u32> {
     let mut protected = HashSet::new();
-    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+    if let Ok(mountinfo) = crate::host::mountinfo() {
         protected.extend(mounted_devices(&mountinfo));
     }
     let Ok(entries) = std::fs::read_dir("/sys/class/block") else {

@@ -167,7 +167,7 @@ impl Responder {
                 let namespace = self
                     .pod_namespaces
                     .entry(uid.clone())
-                    .or_insert_with(|| pod_namespace(std::path::Path::new(KUBELET_POD_LOGS), uid));
+                    .or_insert_with(|| pod_namespace(&crate::host::path(KUBELET_POD_LOGS.as_ref()), uid));
                 namespace
                     .as_ref()
                     .is_some_and(|ns| policy.allow.namespaces.contains(ns))
@@ -266,9 +266,9 @@ impl Responder {
     }
 }
 
-/// Device and inode of a path as the kernel's guard keys them, if it exists.
+/// Device and inode of a host path as the kernel's guard keys them, if it exists.
 fn inode_key(path: &std::path::Path) -> Option<DirKey> {
-    let meta = std::fs::metadata(path).ok()?;
+    let meta = std::fs::metadata(crate::host::path(path)).ok()?;
     let dev = meta.dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     Some(DirKey {

@@ -3,7 +3,11 @@
 //! exponential backoff and resends whatever was not acknowledged. Sends a
 //! heartbeat with the agent's health at a fixed interval.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context};
 use prost::Message;
@@ -47,9 +51,14 @@ pub async fn run(config: Config, spool: Arc<Spool>, wake: Arc<Notify>, health: A
         match connect(&config).await {
             Ok(channel) => {
                 info!(url = %config.url, "connected to the collector");
-                match stream(&config, channel, &spool, &wake, &health).await {
-                    Ok(()) => backoff = BACKOFF_MIN,
-                    Err(e) => warn!(error = %format!("{e:#}"), "collector stream broke; alerts stay spooled"),
+                let began = Instant::now();
+                if let Err(e) = stream(&config, channel, &spool, &wake, &health).await {
+                    warn!(error = %format!("{e:#}"), "collector stream broke; alerts stay spooled");
+                }
+                // A link that worked for a while is retried at once; one that
+                // breaks as soon as it is up (refused, say) keeps backing off.
+                if began.elapsed() >= BACKOFF_MAX {
+                    backoff = BACKOFF_MIN;
                 }
             }
             Err(e) => {

@@ -62,6 +62,31 @@ fn rm_rf_of_20000_files_under_a_protected_class_is_killed_within_the_limit() {
     agent.stop();
 }
 
+/// In a DaemonSet pod the agent's mount namespace is the container's, where
+/// the host's protected directories are missing or something else: the guard
+/// must still protect the host's.
+#[test]
+fn an_agent_in_a_mount_namespace_of_its_own_guards_the_hosts_directories() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 10, 2_000);
+    let policy = test_policy(&sandbox, "enforce", LIMIT as u32, &[]);
+    let agent = Agent::start_hiding(&sandbox, &policy, &backups);
+
+    let (status, session) = in_login_session(sandbox.path(), "exec rm -rf backups");
+
+    assert!(killed(status), "rm must die by SIGKILL: {status:?}");
+    let lost = 2_000 - count_files(&backups);
+    assert!(lost <= LIMIT + 1, "lost {lost} files, limit {LIMIT}");
+    let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
+    let alert = alerts
+        .iter()
+        .find(|a| !a["guard"].is_null())
+        .expect("the guard acted");
+    assert_eq!(alert["guard"]["reason"], "limit_crossed");
+    agent.stop();
+}
+
 #[test]
 fn a_shell_loop_of_one_rm_per_file_is_stopped_as_a_session() {
     let sandbox = Sandbox::new();

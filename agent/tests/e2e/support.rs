@@ -36,14 +36,40 @@ impl Agent {
     }
 
     pub fn start_with(sandbox: &Sandbox, extra_args: &[&str]) -> Agent {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_levee-agent"));
+        command.args(["run", "--json"]).args(extra_args);
+        Self::spawn(sandbox, command)
+    }
+
+    /// Starts the agent with `policy` in a mount namespace of its own, as in
+    /// a container, where a tmpfs hides `hidden`: the agent's view of the
+    /// files there is not the host's.
+    pub fn start_hiding(sandbox: &Sandbox, policy: &str, hidden: &Path) -> Agent {
+        let path = sandbox.path().join("policy.toml");
+        std::fs::write(&path, policy).expect("write policy");
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs levee-test "$0" && exec "$@""#)
+            .arg(hidden)
+            .arg(env!("CARGO_BIN_EXE_levee-agent"))
+            .args([
+                "run",
+                "--json",
+                "--host-pid",
+                &std::process::id().to_string(),
+                "--policy",
+            ])
+            .arg(path);
+        Self::spawn(sandbox, command)
+    }
+
+    fn spawn(sandbox: &Sandbox, mut command: Command) -> Agent {
         assert!(
             nix::unistd::geteuid().is_root(),
             "these tests load eBPF probes and must run as root (use `cargo xtask test`)"
         );
-        let mut command = Command::new(env!("CARGO_BIN_EXE_levee-agent"));
         command
-            .args(["run", "--json"])
-            .args(extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
