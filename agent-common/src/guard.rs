@@ -15,6 +15,18 @@ pub const CLASS_COUNT: usize = 8;
 /// Class 0: every deletion counts here.
 pub const CLASS_ANY: u32 = 0;
 
+/// How the guard treats a program (`EXEMPT_EXES`, by inode) and, from its
+/// exec on, its process (`EXEMPT_PIDS`): the maps' values.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exemption {
+    /// Allowlisted: never counted nor killed; its children inherit it.
+    Allowlisted = 1,
+    /// `safety.never_kill`: counted and reported, never killed; not inherited
+    /// (sparing sshd must not spare every login shell it starts).
+    Spared = 2,
+}
+
 /// How the probes identify a session, mirroring the agent's session key.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,12 +2,12 @@
 //! limits without waiting for userspace (see `agent_common::guard`).
 //!
 //! Never acts on pid 1, kernel threads, the agent, or what the agent exempted
-//! (allowlisted processes, cgroups, users).
+//! (allowlisted processes, cgroups, users); never kills `never_kill` programs.
 
 use agent_common::{
     guard::{
-        DirKey, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, ScriptPath, SessionCounts, SessionId,
-        SessionKind, CLASS_ANY, CLASS_COUNT, SCRIPT_PATH_LEN,
+        DirKey, Exemption, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, ScriptPath, SessionCounts,
+        SessionId, SessionKind, CLASS_ANY, CLASS_COUNT, SCRIPT_PATH_LEN,
     },
     event::{AUDIT_UNSET, TASK_FLAG_KTHREAD},
     EventKind, KernelOffsets, TaskInfo,
@@ -43,14 +43,16 @@ static PROTECTED_DIRS: HashMap<DirKey, u32> = HashMap::with_max_entries(1024, 0)
 /// Devices holding a filesystem or partition table (kernel `dev_t`).
 #[map]
 static PROTECTED_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
-/// Allowlisted processes (tgid), users (uid) and cgroups (id).
+/// Allowlisted and spared processes (tgid → `Exemption`); allowlisted users
+/// (uid) and cgroups (id).
 #[map]
 static EXEMPT_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 #[map]
 static EXEMPT_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
 #[map]
 static EXEMPT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
-/// Allowlisted executables and scripts, by device and inode.
+/// Allowlisted and never-killed executables and scripts, by device and
+/// inode (→ `Exemption`).
 #[map]
 static EXEMPT_EXES: HashMap<DirKey, u32> = HashMap::with_max_entries(256, 0);
 
@@ -88,7 +90,7 @@ pub fn exempt_if_allowlisted(bprm: u64, pid: u32, o: &KernelOffsets) {
     let thread = bpf_get_current_pid_tgid();
     if unsafe { PENDING_EXEMPT.get(&thread) }.is_some() {
         let _ = PENDING_EXEMPT.remove(&thread);
-        let _ = EXEMPT_PIDS.insert(&pid, &1, 0);
+        let _ = EXEMPT_PIDS.insert(&pid, &(Exemption::Allowlisted as u32), 0);
         return;
     }
     let script = if o.bprm_executable != 0 { read_u64(bprm, o.bprm_executable) } else { 0 };
@@ -99,22 +101,35 @@ pub fn exempt_if_allowlisted(bprm: u64, pid: u32, o: &KernelOffsets) {
         _pad: 0,
         ino: read_u64(inode, o.inode_ino),
     };
-    if unsafe { EXEMPT_EXES.get(&key) }.is_some() {
-        let _ = EXEMPT_PIDS.insert(&pid, &1, 0);
+    match unsafe { EXEMPT_EXES.get(&key) } {
+        Some(exemption) => {
+            let _ = EXEMPT_PIDS.insert(&pid, exemption, 0);
+        }
+        // A spared program that runs another is spared no more.
+        None if exemption_of(pid) == Exemption::Spared as u32 => {
+            let _ = EXEMPT_PIDS.remove(&pid);
+        }
+        None => {}
     }
 }
 
-/// Whether the probes exempted process `pid`.
+/// Process `pid`'s `Exemption` as a number, 0 if none.
 #[inline(always)]
-pub fn is_exempt_pid(pid: u32) -> bool {
-    unsafe { EXEMPT_PIDS.get(&pid) }.is_some()
+fn exemption_of(pid: u32) -> u32 {
+    unsafe { EXEMPT_PIDS.get(&pid) }.copied().unwrap_or(0)
 }
 
-/// At fork: children of exempt processes are exempt.
+/// Whether the probes exempted process `pid` (allowlisted, or a child of one).
+#[inline(always)]
+pub fn is_exempt_pid(pid: u32) -> bool {
+    exemption_of(pid) == Exemption::Allowlisted as u32
+}
+
+/// At fork: children of allowlisted processes are allowlisted.
 #[inline(always)]
 pub fn inherit_exemption(parent: u32, child: u32) {
-    if unsafe { EXEMPT_PIDS.get(&parent) }.is_some() {
-        let _ = EXEMPT_PIDS.insert(&child, &1, 0);
+    if is_exempt_pid(parent) {
+        let _ = EXEMPT_PIDS.insert(&child, &(Exemption::Allowlisted as u32), 0);
     }
 }
 
@@ -260,7 +275,9 @@ pub fn check_marked(hook: GuardHook) {
     let task = Subject::current(&offsets());
     let session = session_of(&task, &cfg);
     let Some(mark) = (unsafe { MARKED.get(&session) }).copied() else { return };
-    if exempt(&task, &cfg) {
+    // A spared process is not killed: acting would only repeat a record at
+    // each of its syscalls.
+    if exempt(&task, &cfg) || exemption_of(task.pid) == Exemption::Spared as u32 {
         return;
     }
     act(&task, &cfg, session, GuardReason::MarkedSession, hook, mark.class, 0, 0, 0);
@@ -306,7 +323,7 @@ fn act(
             }
         }
     }
-    let killed = cfg.enforce != 0;
+    let killed = cfg.enforce != 0 && exemption_of(task.pid) != Exemption::Spared as u32;
     let signal_ret = if killed { (unsafe { bpf_send_signal(SIGKILL) }) as i32 } else { 0 };
     let o = offsets();
     let Some(record) = Record::<RawGuard>::start(EventKind::Guard, &o) else { return };

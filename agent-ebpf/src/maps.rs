@@ -15,10 +15,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-/// Unread bytes in [`EVENTS`] at which a routine record wakes the agent; 0:
-/// any record may wake it (the kernel's default). Set by the agent before load.
+/// Unread bytes in [`EVENTS`] at which a routine record wakes the agent, at
+/// least `RECORD_MAX`; at `RECORD_MAX` a record wakes it whenever it has
+/// (nearly) caught up, as the kernel's default does. Set by the agent before load.
 #[no_mangle]
-static WAKE_BYTES: u64 = 0;
+static WAKE_BYTES: u64 = RECORD_MAX as u64;
 
 /// Set by the agent from BTF before load (`EbpfLoader::set_global`).
 #[no_mangle]
@@ -44,14 +45,11 @@ pub enum Delivery {
 /// `bpf_ringbuf_output` flags for a record delivered as `delivery`.
 #[inline(always)]
 pub fn wakeup_flags(delivery: Delivery) -> u64 {
-    // A volatile read, as for OFFSETS: the value is set at load (at least
-    // RECORD_MAX when not 0), and the verifier sees it as a constant.
+    // A volatile read, as for OFFSETS: the value is set at load, and the
+    // verifier sees it as a constant.
     let threshold = unsafe { core::ptr::read_volatile(&raw const WAKE_BYTES) };
     if delivery == Delivery::Now {
         return BPF_RB_FORCE_WAKEUP as u64;
-    }
-    if threshold == 0 {
-        return 0;
     }
     // Only records sent while the unread bytes are within one record of the
     // threshold wake the agent: a wake-up is an interrupt on the producing
@@ -59,8 +57,8 @@ pub fn wakeup_flags(delivery: Delivery) -> u64 {
     // window, so at least one lands in it on the way past the threshold;
     // past it the agent is awake and reading, and what a race leaves unread
     // its poll finds. One unsigned comparison (threshold - RECORD_MAX <=
-    // unread < threshold): every more branch here multiplies the verifier's
-    // states through the probes' path walks, past its limit.
+    // unread < threshold), and no other branch: each one more here multiplies
+    // the verifier's states through the probes' path walks, past its limit.
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     if unread.wrapping_sub(threshold - RECORD_MAX as u64) < RECORD_MAX as u64 {
         BPF_RB_FORCE_WAKEUP as u64

@@ -74,16 +74,29 @@ pub fn user_name(uid: u32) -> Option<String> {
             .map(|u| u.name);
     }
     let passwd = std::fs::read_to_string(path(Path::new("/etc/passwd"))).ok()?;
-    passwd_name(&passwd, uid)
+    let found = users(&passwd).find(|&(_, listed)| listed == uid);
+    found.map(|(name, _)| name.to_owned())
 }
 
-/// The name of `uid` in `/etc/passwd` text.
-fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
+/// The host's uid of user `name`, looked up as [`user_name`] does.
+pub fn user_id(name: &str) -> Option<u32> {
+    if root() == Path::new("/") {
+        return nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+    }
+    let passwd = std::fs::read_to_string(path(Path::new("/etc/passwd"))).ok()?;
+    let found = users(&passwd).find(|&(listed, _)| listed == name);
+    found.map(|(_, uid)| uid)
+}
+
+/// (name, uid) of each entry of `/etc/passwd` text.
+fn users(passwd: &str) -> impl Iterator<Item = (&str, u32)> {
+    passwd.lines().filter_map(|line| {
         let mut fields = line.split(':');
         let name = fields.next()?;
-        let listed: u32 = fields.nth(1)?.parse().ok()?;
-        (listed == uid).then(|| name.to_owned())
+        Some((name, fields.nth(1)?.parse().ok()?))
     })
 }
 
@@ -99,10 +112,9 @@ mod tests {
     }
 
     #[test]
-    fn reads_names_from_passwd_text() {
+    fn reads_users_from_passwd_text() {
         let passwd = "root:x:0:0:root:/root:/bin/bash\n# comment\nalice:x:1000:1000::/home/alice:/bin/sh\n";
-        assert_eq!(passwd_name(passwd, 1000).as_deref(), Some("alice"));
-        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
-        assert_eq!(passwd_name(passwd, 7), None);
+        let all: Vec<_> = users(passwd).collect();
+        assert_eq!(all, [("root", 0), ("alice", 1000)]);
     }
 }

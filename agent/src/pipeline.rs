@@ -79,6 +79,20 @@ struct Stages {
 }
 
 impl Stages {
+    /// Forgets the scores of sessions whose mark was cleared from outside, so
+    /// that clearing a mark gives the session a fresh start.
+    fn forget_cleared_marks(&mut self) {
+        match self.responder.cleared_marks() {
+            Ok(cleared) => {
+                for key in cleared {
+                    info!(session = %key, "mark cleared: the session's score starts afresh");
+                    self.scorer.reset(&key);
+                }
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "cannot read the kernel guard's marks"),
+        }
+    }
+
     /// A new policy takes over; what the model and scorer know is kept.
     fn reload(&mut self, policy: Policy) {
         if let Err(e) = self.responder.apply(&policy) {
@@ -100,6 +114,9 @@ impl Stages {
         };
         self.health.event(event.body.kind());
         let mut event = self.model.observe(event);
+        if matches!(event.event.body, EventBody::Guard(_)) {
+            self.responder.kernel_marked(&event);
+        }
         if output.shows_events() {
             self.model.with_ancestry(&mut event);
             output.event(&event).context("writing an event")?;
@@ -207,8 +224,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     // Batched wake-ups leave records unread until enough pile up: read them
     // every poll interval too.
-    let poll_every = probes.wakeup().poll_interval();
-    let mut poll = tokio::time::interval(poll_every.unwrap_or(TICK));
+    let mut poll = tokio::time::interval(probes.wakeup().poll_interval());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_refresh = Instant::now();
     tokio::pin!(shutdown);
@@ -221,7 +237,7 @@ pub async fn run(
                 drain(guard.get_inner_mut(), &mut stages, &mut output, &mut losses)?;
                 guard.clear_ready();
             }
-            _ = poll.tick(), if poll_every.is_some() => {
+            _ = poll.tick() => {
                 drain(ring.get_mut(), &mut stages, &mut output, &mut losses)?;
             }
             _ = tick.tick() => {
@@ -235,6 +251,7 @@ pub async fn run(
                 if let Some(policy) = watch.poll(false) {
                     stages.reload(policy);
                 }
+                stages.forget_cleared_marks();
                 let updated = if last_refresh.elapsed() >= DEVICE_REFRESH {
                     last_refresh = Instant::now();
                     stages.responder.refresh_devices()

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use agent_common::guard::{DirKey, GuardConfig, Mark, ScriptPath, SessionId};
+use agent_common::guard::{DirKey, Exemption, GuardConfig, Mark, ScriptPath, SessionId};
 use aya::maps::{Array, HashMap, MapData, MapError};
 
 use super::ProbeError;
@@ -60,18 +60,23 @@ impl GuardMaps {
 
     /// Replaces the allowlisted executables: by inode (binaries) and by the
     /// path they are run by (scripts too).
+    /// Replaces the programs the guard treats apart (by inode) and the
+    /// allowlisted scripts (by the path they are run by).
     pub fn set_exempt_exes(
         &mut self,
-        exes: &HashSet<DirKey>,
+        exes: &std::collections::HashMap<DirKey, Exemption>,
         paths: &HashSet<ScriptPath>,
     ) -> Result<(), MapError> {
-        replace(&mut self.exempt_exes, &exes.iter().map(|&k| (k, 1)).collect())?;
+        replace(
+            &mut self.exempt_exes,
+            &exes.iter().map(|(&k, &e)| (k, e as u32)).collect(),
+        )?;
         replace(&mut self.exempt_paths, &paths.iter().map(|&k| (k, 1)).collect())
     }
 
     /// Whether the probes exempted `pid` (an allowlisted program or its child).
     pub fn is_exempt_pid(&self, pid: u32) -> bool {
-        self.exempt_pids.get(&pid, 0).is_ok()
+        matches!(self.exempt_pids.get(&pid, 0), Ok(e) if e == Exemption::Allowlisted as u32)
     }
 
     pub fn set_exempt_uids(&mut self, uids: &HashSet<u32>) -> Result<(), MapError> {

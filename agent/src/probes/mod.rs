@@ -109,9 +109,10 @@ pub enum ProbeError {
 /// When the kernel wakes the agent to read new records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wakeup {
-    /// At any record the agent has not caught up with (the kernel's default):
-    /// the least latency, but under a steady trickle of events every record
-    /// costs the traced process an interrupt and the agent a context switch.
+    /// At any record sent when the agent has caught up (as the kernel does
+    /// by default): the least latency, but under a steady trickle of events
+    /// every record costs the traced process an interrupt and the agent a
+    /// context switch.
     EveryRecord,
     /// At once for what the in-kernel guard did; for the rest when a
     /// sixteenth of the ring buffer is unread. The agent also reads the ring
@@ -120,21 +121,23 @@ pub enum Wakeup {
 }
 
 impl Wakeup {
-    /// How often the agent must read the ring buffer without being woken.
-    pub fn poll_interval(self) -> Option<Duration> {
+    /// How often the agent reads the ring buffer without being woken: the
+    /// batching delay, or a safety net for a lost wake-up.
+    pub fn poll_interval(self) -> Duration {
         match self {
-            Wakeup::EveryRecord => None,
-            Wakeup::Batched { poll } => Some(poll),
+            Wakeup::EveryRecord => Duration::from_secs(1),
+            Wakeup::Batched { poll } => poll,
         }
     }
 
     /// The probes' `WAKE_BYTES`: unread bytes at which a routine record wakes
-    /// the agent; the probes need it to be at least one record.
+    /// the agent, at least one record.
     fn wake_bytes(self, ring_buffer_bytes: u32) -> u64 {
-        match self {
+        let threshold = match self {
             Wakeup::EveryRecord => 0,
-            Wakeup::Batched { .. } => u64::from(ring_buffer_bytes / 16).max(RECORD_MAX as u64),
-        }
+            Wakeup::Batched { .. } => u64::from(ring_buffer_bytes / 16),
+        };
+        threshold.max(RECORD_MAX as u64)
     }
 }
 

@@ -52,6 +52,13 @@ pub struct SparedProcess {
     pub reason: String,
 }
 
+/// The real uid of process `pid` (what the probes report as `uid`).
+pub fn real_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    uids.split_whitespace().next()?.parse().ok()
+}
+
 /// What may never be killed.
 pub struct Rails<'a> {
     /// Executables never killed (from the policy).

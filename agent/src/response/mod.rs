@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::guard::{DirKey, GuardConfig, GuardReason, Mark, ScriptPath, CLASS_COUNT};
+use agent_common::guard::{
+    DirKey, Exemption, GuardConfig, GuardReason, Mark, ScriptPath, SessionId, CLASS_COUNT,
+};
 use serde::Serialize;
 use tracing::{debug, warn};
 
@@ -50,13 +52,16 @@ pub struct Responder {
     kills: VecDeque<Instant>,
     pod_namespaces: HashMap<String, Option<String>>,
     resolved: Option<Resolved>,
+    /// Sessions known to be marked in the kernel, by the kernel's key: a
+    /// mark that disappears was cleared from outside (`levee-agent marks clear`).
+    marked: HashMap<SessionId, SessionKey>,
 }
 
 /// What the policy's paths resolved to, last time.
 #[derive(PartialEq, Eq)]
 struct Resolved {
     dirs: HashMap<DirKey, u32>,
-    exes: HashSet<DirKey>,
+    exes: HashMap<DirKey, Exemption>,
     paths: HashSet<ScriptPath>,
 }
 
@@ -71,6 +76,7 @@ impl Responder {
             kills: VecDeque::new(),
             pod_namespaces: HashMap::new(),
             resolved: None,
+            marked: HashMap::new(),
         }
     }
 
@@ -97,12 +103,7 @@ impl Responder {
             .allow
             .users
             .iter()
-            .filter_map(|u| {
-                u.parse::<u32>().ok().or_else(|| {
-                    let user = nix::unistd::User::from_name(u).ok().flatten();
-                    user.map(|user| user.uid.as_raw())
-                })
-            })
+            .filter_map(|u| u.parse::<u32>().ok().or_else(|| crate::host::user_id(u)))
             .collect();
         self.guard.set_exempt_uids(&self.allowed_uids)?;
         self.guard.clear_exempt_cgroups()?;
@@ -124,7 +125,18 @@ impl Responder {
             }
         }
         let allow = &policy.allow.executables;
-        let exes: HashSet<DirKey> = allow.iter().filter_map(|p| inode_key(p)).collect();
+        let keyed = |paths: &[std::path::PathBuf], exemption| {
+            paths
+                .iter()
+                .filter_map(|p| inode_key(p))
+                .map(move |k| (k, exemption))
+                .collect::<Vec<_>>()
+        };
+        // Allowlisted wins over never_kill: it covers both.
+        let exes: HashMap<DirKey, Exemption> = keyed(&policy.safety.never_kill, Exemption::Spared)
+            .into_iter()
+            .chain(keyed(allow, Exemption::Allowlisted))
+            .collect();
         let paths: HashSet<ScriptPath> = allow
             .iter()
             .filter_map(|p| ScriptPath::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())))
@@ -227,7 +239,10 @@ impl Responder {
             });
         }
         let guard = &self.guard;
-        let exempt = |pid: u32| guard.is_exempt_pid(pid);
+        let allowed_uids = &self.allowed_uids;
+        let exempt = |pid: u32| {
+            guard.is_exempt_pid(pid) || kill::real_uid(pid).is_some_and(|uid| allowed_uids.contains(&uid))
+        };
         let rails = kill::Rails {
             never_kill: &policy.safety.never_kill,
             exempt: &exempt,
@@ -240,6 +255,34 @@ impl Responder {
             kill: report,
             marked_session,
         })
+    }
+
+    /// Notes that the kernel guard marked `event`'s session (a guard record).
+    pub fn kernel_marked(&mut self, event: &Attributed) {
+        if let Some(id) = event.session.key.kernel_id(event.event.process.cgroup_id) {
+            self.marked.insert(id, event.session.key.clone());
+        }
+    }
+
+    /// Sessions whose mark was cleared since the last call: their cooldown is
+    /// forgotten here, and the caller should forget their scores.
+    pub fn cleared_marks(&mut self) -> anyhow::Result<Vec<SessionKey>> {
+        if self.marked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now: HashSet<SessionId> = self.guard.marks()?.into_iter().map(|(id, _)| id).collect();
+        let mut cleared = Vec::new();
+        self.marked.retain(|id, key| {
+            let kept = now.contains(id);
+            if !kept {
+                cleared.push(key.clone());
+            }
+            kept
+        });
+        for key in &cleared {
+            self.acted.remove(key);
+        }
+        Ok(cleared)
     }
 
     /// Marks the event's session in the kernel, so its next destructive call
@@ -257,7 +300,10 @@ impl Responder {
             class: 0,
         };
         match self.guard.mark(session, mark) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.marked.insert(session, event.session.key.clone());
+                true
+            }
             Err(e) => {
                 warn!(error = %e, "cannot mark the session in the kernel");
                 false

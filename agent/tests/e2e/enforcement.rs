@@ -87,6 +87,34 @@ fn an_agent_in_a_mount_namespace_of_its_own_guards_the_hosts_directories() {
     agent.stop();
 }
 
+/// `safety.never_kill` holds in the kernel too: a spared program is counted
+/// and reported at the limit, and neither the guard nor the agent kills it.
+#[test]
+fn a_never_kill_program_is_reported_at_the_limit_but_not_killed() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 2, 300);
+    let spared = sandbox.path().join("spared-rm");
+    std::fs::copy("/usr/bin/rm", &spared).unwrap();
+    let never_kill = format!("never_kill = [{:?}]", spared.display().to_string());
+    let policy = test_policy(&sandbox, "enforce", LIMIT as u32, &[]).replace("never_kill = []", &never_kill);
+    let agent = Agent::start_with_policy(&sandbox, &policy);
+
+    let (status, session) =
+        in_login_session(sandbox.path(), &format!("exec {} -rf backups", spared.display()));
+
+    assert!(status.success(), "a never_kill program is not killed: {status:?}");
+    assert!(!backups.exists(), "it deleted everything");
+    let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
+    let alert = alerts
+        .iter()
+        .find(|a| !a["guard"].is_null())
+        .expect("the guard reported");
+    assert_eq!(alert["guard"]["reason"], "limit_crossed");
+    assert_eq!(alert["guard"]["killed"], false);
+    agent.stop();
+}
+
 #[test]
 fn a_shell_loop_of_one_rm_per_file_is_stopped_as_a_session() {
     let sandbox = Sandbox::new();
@@ -434,5 +462,13 @@ fn marks_are_listed_explained_and_cleared() {
     assert!(!listed.contains(&format!("\"{key}\"")), "{listed}");
     let (ok, _, err) = marks(&["clear", &key]);
     assert!(!ok && err.contains("was not marked"), "{err}");
-    agent.stop();
+    // The agent notices at its next tick (every second) and forgets the score.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (_, stderr) = agent.stop_with_stderr();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("mark cleared") && l.contains(&format!("session={key}"))),
+        "{stderr}"
+    );
 }
