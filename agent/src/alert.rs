@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     events::{GuardAction, Task},
-    model::{Ancestor, Attributed, Session},
+    model::{Ancestor, Attributed, Origin, Session},
     policy::{Mode, Severity},
     response::ActionReport,
     scoring::{Destructive, Evidence, Feature, Verdict},
@@ -24,6 +24,8 @@ pub struct Alert {
     pub summary: String,
     pub mode: &'static str,
     pub session: Session,
+    /// The login's terminal and remote address, where known.
+    pub origin: Origin,
     /// The process whose event raised the alert.
     pub process: Task,
     pub ancestry: Vec<Ancestor>,
@@ -50,6 +52,7 @@ impl Alert {
         host: Arc<str>,
         mode: Mode,
         event: &Attributed,
+        origin: Origin,
         verdict: Verdict,
         action: Option<ActionReport>,
     ) -> Alert {
@@ -73,6 +76,7 @@ impl Alert {
                 Mode::Enforce => "enforce",
             },
             session: event.session.clone(),
+            origin,
             process: event.event.process.clone(),
             ancestry: event.ancestry.clone(),
             mitre: mitre(&verdict),

@@ -103,7 +103,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 30)]
     heartbeat_secs: u64,
     /// Size of the kernel-to-agent ring buffer in bytes (a power of two, at least 4096).
-    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = parse_ring_size)]
+    #[arg(long, default_value_t = agent::probes::DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_size)]
     ring_buffer_bytes: u32,
     /// Longest an event may wait in the kernel before the agent reads it,
     /// batched with others so that traced processes are not interrupted to
@@ -188,7 +188,7 @@ fn check_policy(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -128,8 +128,17 @@ impl Stages {
             return Ok(());
         };
         self.model.with_ancestry(&mut event);
+        // Read before any kill: the login shell holds it.
+        let origin = crate::model::origin::origin(event.ancestry.iter().map(|a| a.pid));
         let action = self.responder.respond(&event, &verdict, &self.policy);
-        let alert = Alert::new(self.host.clone(), self.policy.mode, &event, verdict, action);
+        let alert = Alert::new(
+            self.host.clone(),
+            self.policy.mode,
+            &event,
+            origin,
+            verdict,
+            action,
+        );
         let killed = match &alert.action {
             Some(ActionReport::Killed { kill, .. }) => kill.killed.len() as u64,
             _ => 0,
@@ -228,6 +237,10 @@ pub async fn run(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_refresh = Instant::now();
     tokio::pin!(shutdown);
+    // Start-up (parsing the kernel's BTF, loading the probe object, scanning
+    // /proc) leaves tens of MB of freed heap behind: hand it back.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
     stages.health.set_ready();
 
     loop {

@@ -3,6 +3,7 @@
 //! session) and its process ancestry.
 
 pub mod cgroup;
+pub mod origin;
 pub mod processes;
 mod session;
 
@@ -11,6 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use serde::Serialize;
 
 pub use cgroup::{CgroupInfo, CgroupResolver};
+pub use origin::Origin;
 pub use processes::{Ancestor, ProcessTable};
 pub use session::{Session, SessionKey};
 

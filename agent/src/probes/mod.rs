@@ -141,6 +141,11 @@ impl Wakeup {
     }
 }
 
+/// The event ring buffer's default size. The agent maps it twice (it wraps
+/// around), so it counts double in the agent's resident memory; at the
+/// agent's speed and its 10 ms polls it holds far more than a poll's worth.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 * 1024 * 1024;
+
 /// How to load the probes.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -155,7 +160,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
-            ring_buffer_bytes: 16 * 1024 * 1024,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             wakeup: Wakeup::Batched {
                 poll: Duration::from_millis(10),
             },

@@ -46,8 +46,8 @@ pub fn alert(a: &Alert, agent_id: &str, placement: &Placement) -> pb::Alert {
             login_user: a.session.login_user.as_deref().unwrap_or_default().to_owned(),
             login_uid: a.process.login_uid,
             audit_session: a.process.audit_session,
-            tty: String::new(),
-            remote_address: String::new(),
+            tty: a.origin.tty.clone().unwrap_or_default(),
+            remote_address: a.origin.remote_address.clone().unwrap_or_default(),
             cgroup: cgroup.map(|c| c.path.clone()).unwrap_or_default(),
             unit: cgroup.and_then(|c| c.unit.clone()).unwrap_or_default(),
         }),
@@ -184,7 +184,11 @@ fn action(a: &Alert) -> pb::Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::Task, model::Session, scoring::Evidence};
+    use crate::{
+        events::Task,
+        model::{Origin, Session},
+        scoring::Evidence,
+    };
 
     fn host_alert() -> Alert {
         let process = Task {
@@ -212,6 +216,10 @@ mod tests {
             summary: String::new(),
             mode: "enforce",
             session: Session::new(&process, None, None),
+            origin: Origin {
+                tty: Some("pts/3".into()),
+                remote_address: Some("203.0.113.7:52100".into()),
+            },
             process,
             ancestry: vec![],
             features: vec![],
@@ -244,6 +252,15 @@ mod tests {
                 .kubernetes
                 .is_none(),
             "no Kubernetes, no metadata"
+        );
+    }
+
+    #[test]
+    fn the_logins_terminal_and_remote_address_reach_the_wire() {
+        let session = alert(&host_alert(), "h", &Placement::default()).session.unwrap();
+        assert_eq!(
+            (session.tty.as_str(), session.remote_address.as_str()),
+            ("pts/3", "203.0.113.7:52100")
         );
     }
 }

@@ -343,7 +343,7 @@ fn mutual_tls_refuses_a_wrong_certificate_and_the_soc_needs_a_token() {
     std::thread::sleep(Duration::from_secs(3));
     let (_, rogue_stderr) = rogue.stop_with_stderr();
     assert!(
-        rogue_stderr.contains("collector"),
+        rogue_stderr.contains("alerts stay spooled"),
         "the rogue agent says it cannot deliver: {rogue_stderr}"
     );
 

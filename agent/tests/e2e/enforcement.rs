@@ -6,7 +6,9 @@ use std::{os::unix::process::ExitStatusExt, path::Path, process::Command};
 
 use serde_json::Value;
 
-use crate::support::{count_files, in_login_session, run, test_policy, Agent, LoopDevice, Sandbox};
+use crate::support::{
+    count_files, in_login_session, in_login_session_with_env, run, test_policy, Agent, LoopDevice, Sandbox,
+};
 
 const LIMIT: usize = 100;
 
@@ -122,7 +124,11 @@ fn a_shell_loop_of_one_rm_per_file_is_stopped_as_a_session() {
     fill(&backups, 1, 1000);
     let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
 
-    let (status, session) = in_login_session(sandbox.path(), r#"for f in backups/*/*; do rm "$f"; done"#);
+    let (status, session) = in_login_session_with_env(
+        sandbox.path(),
+        r#"for f in backups/*/*; do rm "$f"; done"#,
+        &[("SSH_CONNECTION", "203.0.113.7 52100 192.0.2.1 22")],
+    );
 
     assert!(
         killed(status),
@@ -148,6 +154,8 @@ fn a_shell_loop_of_one_rm_per_file_is_stopped_as_a_session() {
         acted["action"]["kill"]["target"],
         format!("login session {session}")
     );
+    // Read from the looping shell before it was killed.
+    assert_eq!(acted["origin"]["remote_address"], "203.0.113.7:52100", "{acted}");
     let everything = agent.everything_until_now(&sandbox);
     let exec_kills = everything
         .iter()

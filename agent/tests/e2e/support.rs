@@ -376,6 +376,16 @@ impl Drop for Mount {
 /// kill without touching the test's own processes. Returns the shell's exit
 /// status and the audit session id.
 pub fn in_login_session(cwd: &Path, script: &str) -> (std::process::ExitStatus, u64) {
+    in_login_session_with_env(cwd, script, &[])
+}
+
+/// [`in_login_session`] with `env` added to the shell's environment, as sshd
+/// sets `SSH_CONNECTION` for a login.
+pub fn in_login_session_with_env(
+    cwd: &Path,
+    script: &str,
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, u64) {
     use std::os::unix::process::CommandExt;
     let out = tempfile::NamedTempFile::new().expect("temp file");
     let full = format!(
@@ -383,7 +393,10 @@ pub fn in_login_session(cwd: &Path, script: &str) -> (std::process::ExitStatus, 
         out.path().display()
     );
     let mut command = Command::new("sh");
-    command.args(["-c", &full]).current_dir(cwd);
+    command
+        .args(["-c", &full])
+        .current_dir(cwd)
+        .envs(env.iter().copied());
     // SAFETY: setsid is async-signal-safe; nothing else runs in the child.
     unsafe {
         command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
