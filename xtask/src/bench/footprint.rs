@@ -41,17 +41,23 @@ impl Usage {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
                 .unwrap_or(0)
         };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command (which may hold spaces): state is 3rd, utime 14th, stime 15th.
-        let after_comm = stat.rsplit_once(')').context("malformed stat")?.1;
-        let fields: Vec<&str> = after_comm.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as u64;
+        // Every thread's run time in ns (the first field of its schedstat):
+        // utime and stime are sampled at clock ticks, and charge a process
+        // that wakes in step with them for whole ticks.
+        let mut run_ns = 0u64;
+        for thread in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let schedstat = std::fs::read_to_string(thread?.path().join("schedstat"))?;
+            run_ns += schedstat
+                .split_whitespace()
+                .next()
+                .context("empty schedstat")?
+                .parse::<u64>()?;
+        }
         Ok(Usage {
             rss_kb: kb("VmRSS:"),
             anon_kb: kb("RssAnon:"),
             file_and_shmem_kb: kb("RssFile:") + kb("RssShmem:"),
-            cpu: Duration::from_millis(ticks * 1000 / hz),
+            cpu: Duration::from_nanos(run_ns),
         })
     }
 }
