@@ -153,19 +153,8 @@ pub struct LoadOptions {
     pub btf_path: PathBuf,
     /// Size of the event ring buffer in bytes: a power of two, at least a page.
     pub ring_buffer_bytes: u32,
+    /// When the kernel wakes the agent.
     pub wakeup: Wakeup,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
-            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
-            wakeup: Wakeup::Batched {
-                poll: Duration::from_millis(10),
-            },
-        }
-    }
 }
 
 /// The loaded and attached probes. Dropping it detaches them.
