@@ -6,8 +6,9 @@
 pub enum Counter {
     /// A record was lost because the ring buffer was full.
     RingBufferFull = 0,
-    /// A syscall's arguments could not be kept between entry and exit (map full),
-    /// so its exit produced no record.
+    /// What a syscall's entry saw could not be kept for its exit (map full),
+    /// so its exit produced no record: a shrinking `ftruncate` or a
+    /// block-device write.
     PendingTableFull = 1,
 }
 

@@ -21,10 +21,12 @@ pub mod guard;
 pub mod offsets;
 pub mod path;
 pub mod process;
+pub mod syscall;
 
 pub use counters::Counter;
 pub use event::{EventHeader, EventKind, TaskInfo, COMM_LEN};
 pub use offsets::KernelOffsets;
+pub use syscall::SyscallNumbers;
 
 /// Implements `aya::Pod` (userspace only) for types the agent hands to the probes.
 macro_rules! user_pod {
@@ -39,6 +41,7 @@ macro_rules! user_pod {
 }
 user_pod!(
     KernelOffsets,
+    SyscallNumbers,
     guard::GuardConfig,
     guard::SessionId,
     guard::SessionCounts,

@@ -108,6 +108,10 @@ pub struct KernelOffsets {
     pub mount_parent: u32,
     /// `mount.mnt_mountpoint`
     pub mount_mountpoint: u32,
+    /// Where in `struct pt_regs` the syscall arguments are, in order
+    /// (`di`, `si`, `dx`, `r10`, `r8` on x86-64).
+    pub syscall_args: [u32; crate::syscall::SYSCALL_ARGS],
+    pub _pad2: u32,
 }
 
 impl KernelOffsets {
@@ -116,4 +120,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 192);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 216);

@@ -12,11 +12,10 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use crate::{
     files::{fd_file, Inode, S_IFBLK},
     guard,
-    kernel::read_u64,
+    kernel::{read_u64, Btf},
     maps::offsets,
     record::Record,
     syscall::{arg, remember, ret, take},
-    task,
 };
 
 #[tracepoint]
@@ -49,7 +48,7 @@ pub fn pwritev_enter(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn keep_if_block_device(fd: u64, requested: u64, pos: Option<u64>) {
     let o = offsets();
-    let file = fd_file(task::current(), fd as u32 as i64, &o);
+    let file = fd_file(Btf::current_task(), fd as u32 as i64, &o);
     let Some(inode) = Inode::of(file, &o) else { return };
     if inode.file_type(&o) != S_IFBLK {
         return;
@@ -57,7 +56,7 @@ fn keep_if_block_device(fd: u64, requested: u64, pos: Option<u64>) {
     let dev = inode.rdev(&o);
     guard::check_device_write(dev);
     let offset = pos.unwrap_or_else(|| read_u64(file, o.file_pos));
-    remember(EventKind::BlockWrite, 0, [fd, requested, offset, dev as u64, 0]);
+    remember(EventKind::BlockWrite, [fd, requested, offset, dev as u64]);
 }
 
 /// At the exits of all five write syscalls.

@@ -2,7 +2,7 @@
 
 use agent_common::KernelOffsets;
 
-use crate::kernel::{read_u32, read_u64};
+use crate::kernel::{read_u32, read_u64, Btf};
 
 /// `S_IFMT`, `S_IFBLK`, `S_IFREG` from `<sys/stat.h>`.
 pub const S_IFMT: u32 = 0o170000;
@@ -11,13 +11,14 @@ pub const S_IFREG: u32 = 0o100000;
 
 /// The `struct file` open at `fd` in `task`, or 0.
 #[inline(always)]
-pub fn fd_file(task: u64, fd: i64, o: &KernelOffsets) -> u64 {
-    let fdt = read_u64(read_u64(task, o.task_files), o.files_fdt);
-    let max_fds = read_u32(fdt, o.fdt_max_fds);
+pub fn fd_file(task: Btf, fd: i64, o: &KernelOffsets) -> u64 {
+    let fdt = task.ptr(o.task_files).ptr(o.files_fdt);
+    let max_fds = fdt.u32(o.fdt_max_fds);
     if fd < 0 || fd >= max_fds as i64 {
         return 0;
     }
-    read_u64(read_u64(fdt, o.fdt_fd), (fd as u32) * 8)
+    // `fdt->fd` is an array of pointers, a plain number to the verifier.
+    read_u64(fdt.u64(o.fdt_fd), (fd as u32) * 8)
 }
 
 /// The inode behind an open file.

@@ -1,5 +1,8 @@
 //! Destroying files through the filesystem: `unlink`, `unlinkat`, `rmdir`,
 //! `rename*`, `truncate` and `ftruncate`.
+//!
+//! Entry probes only stop a marked session's processes; exits read the
+//! arguments from the entry registers (see `syscall`) and report.
 
 use agent_common::{
     fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, TruncateOp, SIZE_UNKNOWN},
@@ -11,50 +14,45 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use crate::{
     files::{fd_file, Inode},
     guard,
+    kernel::Btf,
     maps::offsets,
     path::AT_FDCWD,
     record::Record,
-    syscall::{arg, int_arg, remember, ret, take},
-    task,
+    syscall::{arg, as_int, nr, numbers, remember, ret, take, EntryRegs},
 };
 
 /// `AT_REMOVEDIR` from `<fcntl.h>`.
 const AT_REMOVEDIR: u64 = 0x200;
-const CWD: u64 = AT_FDCWD as u64;
 
+/// At the entry of every call here but `ftruncate`: a marked session's
+/// process dies before the call does anything.
 #[tracepoint]
-pub fn unlink_enter(ctx: TracePointContext) -> u32 {
+pub fn destructive_enter(_ctx: TracePointContext) -> u32 {
     guard::check_marked(GuardHook::DestructiveCall);
-    remember(EventKind::Deletion, DeleteOp::Unlink as u32, [CWD, arg(&ctx, 0), 0, 0, 0]);
-    0
-}
-
-#[tracepoint]
-pub fn rmdir_enter(ctx: TracePointContext) -> u32 {
-    guard::check_marked(GuardHook::DestructiveCall);
-    remember(EventKind::Deletion, DeleteOp::Rmdir as u32, [CWD, arg(&ctx, 0), 0, 0, 0]);
-    0
-}
-
-#[tracepoint]
-pub fn unlinkat_enter(ctx: TracePointContext) -> u32 {
-    guard::check_marked(GuardHook::DestructiveCall);
-    let op = if arg(&ctx, 2) & AT_REMOVEDIR != 0 { DeleteOp::UnlinkatDir } else { DeleteOp::Unlinkat };
-    remember(EventKind::Deletion, op as u32, [int_arg(&ctx, 0) as u64, arg(&ctx, 1), 0, 0, 0]);
     0
 }
 
 /// At `sys_exit_unlink`, `sys_exit_unlinkat` and `sys_exit_rmdir`.
 #[tracepoint]
 pub fn deletion_exit(ctx: TracePointContext) -> u32 {
-    let Some(call) = take(EventKind::Deletion) else { return 0 };
     let o = offsets();
+    let regs = EntryRegs::current();
+    let (nr, n) = (nr(&ctx), numbers());
+    let (op, dfd, name) = if nr == n.unlinkat {
+        let op = if regs.arg(2, &o) & AT_REMOVEDIR != 0 { DeleteOp::UnlinkatDir } else { DeleteOp::Unlinkat };
+        (op, as_int(regs.arg(0, &o)), regs.arg(1, &o))
+    } else if nr == n.rmdir {
+        (DeleteOp::Rmdir, AT_FDCWD, regs.arg(0, &o))
+    } else {
+        (DeleteOp::Unlink, AT_FDCWD, regs.arg(0, &o))
+    };
     let Some(record) = Record::<RawDeletion>::start(EventKind::Deletion, &o) else { return 0 };
-    let path = record.push_user_path(call.args[1], call.args[0] as i64, &o);
+    let [op, dfd, name, ..] = record.args([op as u64, dfd as u64, name, 0, 0]);
+    let path = record.push_user_path(name, dfd as i64, &o);
     let class = record.class();
     let fixed = record.fixed();
     fixed.ret = ret(&ctx);
-    fixed.op = call.op;
+    fixed.op = op as u32;
     fixed.class = class;
     fixed.path = path;
     let succeeded = fixed.ret == 0;
@@ -67,66 +65,44 @@ pub fn deletion_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn rename_enter(ctx: TracePointContext) -> u32 {
-    guard::check_marked(GuardHook::DestructiveCall);
-    remember(EventKind::Rename, 0, [CWD, arg(&ctx, 0), CWD, arg(&ctx, 1), 0]);
-    0
-}
-
-#[tracepoint]
-pub fn renameat_enter(ctx: TracePointContext) -> u32 {
-    guard::check_marked(GuardHook::DestructiveCall);
-    let (old_dfd, new_dfd) = (int_arg(&ctx, 0) as u64, int_arg(&ctx, 2) as u64);
-    remember(EventKind::Rename, 0, [old_dfd, arg(&ctx, 1), new_dfd, arg(&ctx, 3), 0]);
-    0
-}
-
-#[tracepoint]
-pub fn renameat2_enter(ctx: TracePointContext) -> u32 {
-    guard::check_marked(GuardHook::DestructiveCall);
-    let (old_dfd, new_dfd) = (int_arg(&ctx, 0) as u64, int_arg(&ctx, 2) as u64);
-    remember(EventKind::Rename, 0, [old_dfd, arg(&ctx, 1), new_dfd, arg(&ctx, 3), arg(&ctx, 4)]);
-    0
-}
-
 /// At `sys_exit_rename`, `sys_exit_renameat` and `sys_exit_renameat2`.
 #[tracepoint]
 pub fn rename_exit(ctx: TracePointContext) -> u32 {
-    let Some(call) = take(EventKind::Rename) else { return 0 };
     let o = offsets();
+    let regs = EntryRegs::current();
+    let (nr, n) = (nr(&ctx), numbers());
+    let (old_dfd, old, new_dfd, new, flags) = if nr == n.renameat || nr == n.renameat2 {
+        let flags = if nr == n.renameat2 { regs.arg(4, &o) as u32 } else { 0 };
+        (as_int(regs.arg(0, &o)), regs.arg(1, &o), as_int(regs.arg(2, &o)), regs.arg(3, &o), flags)
+    } else {
+        (AT_FDCWD, regs.arg(0, &o), AT_FDCWD, regs.arg(1, &o), 0)
+    };
     let Some(record) = Record::<RawRename>::start(EventKind::Rename, &o) else { return 0 };
-    let from = record.push_user_path(call.args[1], call.args[0] as i64, &o);
-    let to = record.push_user_path(call.args[3], call.args[2] as i64, &o);
+    let [old_dfd, old, new_dfd, new, flags] = record.args([old_dfd as u64, old, new_dfd as u64, new, flags as u64]);
+    let from = record.push_user_path(old, old_dfd as i64, &o);
+    let to = record.push_user_path(new, new_dfd as i64, &o);
     let fixed = record.fixed();
     fixed.ret = ret(&ctx);
-    fixed.flags = call.args[4] as u32;
+    fixed.flags = flags as u32;
     fixed.from = from;
     fixed.to = to;
     record.submit();
     0
 }
 
-#[tracepoint]
-pub fn truncate_enter(ctx: TracePointContext) -> u32 {
-    guard::check_marked(GuardHook::DestructiveCall);
-    let length = arg(&ctx, 1);
-    remember(EventKind::Truncate, TruncateOp::Truncate as u32, [CWD, arg(&ctx, 0), length, SIZE_UNKNOWN as u64, 0]);
-    0
-}
-
 /// Only shrinking calls are kept: databases extend files with `ftruncate`
-/// all the time, and that destroys nothing.
+/// all the time, and that destroys nothing. The size before is only known
+/// here.
 #[tracepoint]
 pub fn ftruncate_enter(ctx: TracePointContext) -> u32 {
     let fd = arg(&ctx, 0) as u32 as i64;
     let length = arg(&ctx, 1) as i64;
     let o = offsets();
-    let Some(inode) = Inode::of(fd_file(task::current(), fd, &o), &o) else { return 0 };
+    let Some(inode) = Inode::of(fd_file(Btf::current_task(), fd, &o), &o) else { return 0 };
     let size = inode.size(&o);
     if length < size {
         guard::check_marked(GuardHook::DestructiveCall);
-        remember(EventKind::Truncate, TruncateOp::Ftruncate as u32, [fd as u64, 0, length as u64, size as u64, 0]);
+        remember(EventKind::Truncate, [fd as u64, length as u64, size as u64, 0]);
     }
     0
 }
@@ -134,19 +110,28 @@ pub fn ftruncate_enter(ctx: TracePointContext) -> u32 {
 /// At `sys_exit_truncate` and `sys_exit_ftruncate`.
 #[tracepoint]
 pub fn truncate_exit(ctx: TracePointContext) -> u32 {
-    let Some(call) = take(EventKind::Truncate) else { return 0 };
     let o = offsets();
-    let Some(record) = Record::<RawTruncate>::start(EventKind::Truncate, &o) else { return 0 };
-    let path = if call.op == TruncateOp::Ftruncate as u32 {
-        record.push_file_path(fd_file(task::current(), call.args[0] as i64, &o), &o)
+    let ftruncate = nr(&ctx) == numbers().ftruncate;
+    let (fd, length, size_before, name) = if ftruncate {
+        let Some(call) = take(EventKind::Truncate) else { return 0 };
+        (call.args[0] as i64, call.args[1] as i64, call.args[2] as i64, 0)
     } else {
-        record.push_user_path(call.args[1], call.args[0] as i64, &o)
+        let regs = EntryRegs::current();
+        (AT_FDCWD, regs.arg(1, &o) as i64, SIZE_UNKNOWN, regs.arg(0, &o))
+    };
+    let Some(record) = Record::<RawTruncate>::start(EventKind::Truncate, &o) else { return 0 };
+    let [fd, length, size_before, name, _] = record.args([fd as u64, length as u64, size_before as u64, name, 0]);
+    let (fd, length, size_before) = (fd as i64, length as i64, size_before as i64);
+    let (op, path) = if ftruncate {
+        (TruncateOp::Ftruncate, record.push_file_path(fd_file(Btf::current_task(), fd, &o), &o))
+    } else {
+        (TruncateOp::Truncate, record.push_user_path(name, fd, &o))
     };
     let fixed = record.fixed();
     fixed.ret = ret(&ctx);
-    fixed.op = call.op;
-    fixed.length = call.args[2] as i64;
-    fixed.size_before = call.args[3] as i64;
+    fixed.op = op as u32;
+    fixed.length = length;
+    fixed.size_before = size_before;
     fixed.path = path;
     record.submit();
     0

@@ -5,14 +5,15 @@
 //! (allowlisted processes, cgroups, users); never kills `never_kill` programs.
 
 use agent_common::{
+    event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
     guard::{
-        DirKey, Exemption, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, ScriptPath, SessionCounts,
-        SessionId, SessionKind, CLASS_ANY, CLASS_COUNT, SCRIPT_PATH_LEN,
+        DirKey, Exemption, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, ScriptPath, SessionCounts, SessionId,
+        SessionKind, CLASS_ANY, CLASS_COUNT, SCRIPT_PATH_LEN,
     },
-    event::{AUDIT_UNSET, TASK_FLAG_KTHREAD},
     EventKind, KernelOffsets, TaskInfo,
 };
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_probe_read_user_str, bpf_send_signal},
@@ -22,7 +23,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{read_u32, read_u64},
+    kernel::{read_u32, read_u64, Btf},
     maps::offsets,
     record::Record,
     task,
@@ -74,9 +75,8 @@ pub fn note_allowlisted_exec(filename: u64) {
     let Some(key) = PATH_KEY.get_ptr_mut(0) else { return };
     let key = unsafe { &mut *key };
     key.0 = [0; SCRIPT_PATH_LEN];
-    let read = unsafe {
-        bpf_probe_read_user_str(key.0.as_mut_ptr().cast(), SCRIPT_PATH_LEN as u32, filename as *const _)
-    };
+    let read =
+        unsafe { bpf_probe_read_user_str(key.0.as_mut_ptr().cast(), SCRIPT_PATH_LEN as u32, filename as *const _) };
     if read > 0 && unsafe { EXEMPT_PATHS.get(key) }.is_some() {
         let _ = PENDING_EXEMPT.insert(&bpf_get_current_pid_tgid(), &1, 0);
     }
@@ -96,11 +96,8 @@ pub fn exempt_if_allowlisted(bprm: u64, pid: u32, o: &KernelOffsets) {
     let script = if o.bprm_executable != 0 { read_u64(bprm, o.bprm_executable) } else { 0 };
     let file = if script != 0 { script } else { read_u64(bprm, o.bprm_file) };
     let inode = read_u64(file, o.file_inode);
-    let key = DirKey {
-        dev: read_u32(read_u64(inode, o.inode_sb), o.sb_dev),
-        _pad: 0,
-        ino: read_u64(inode, o.inode_ino),
-    };
+    let key =
+        DirKey { dev: read_u32(read_u64(inode, o.inode_sb), o.sb_dev), _pad: 0, ino: read_u64(inode, o.inode_ino) };
     match unsafe { EXEMPT_EXES.get(&key) } {
         Some(exemption) => {
             let _ = EXEMPT_PIDS.insert(&pid, exemption, 0);
@@ -173,16 +170,16 @@ impl Subject {
     /// The current task, reading only what the guard needs.
     #[inline(always)]
     fn current(o: &KernelOffsets) -> Subject {
-        let current = task::current();
-        let session = task::audit_and_sid(current, o);
+        let current = Btf::current_task();
+        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         Subject {
             boot_ns: task::boot_ns(),
             cgroup_id: task::cgroup_id(),
-            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            pid,
             uid: bpf_get_current_uid_gid() as u32,
-            audit_session: session.0,
-            sid: session.1,
-            flags: task::flags(current, o),
+            audit_session: task::audit_session(current, o),
+            sid: task::sid(current, o),
+            flags: task::flags(current, o) | if is_exempt_pid(pid) { TASK_FLAG_EXEMPT } else { 0 },
         }
     }
 }
@@ -203,9 +200,8 @@ fn session_of(task: &Subject, cfg: &GuardConfig) -> SessionId {
 #[inline(always)]
 fn exempt(task: &Subject, cfg: &GuardConfig) -> bool {
     task.pid <= 1
-        || task.flags & TASK_FLAG_KTHREAD != 0
+        || task.flags & (TASK_FLAG_KTHREAD | TASK_FLAG_EXEMPT) != 0
         || task.pid == cfg.agent_pid
-        || is_exempt_pid(task.pid)
         || unsafe { EXEMPT_UIDS.get(&task.uid) }.is_some()
         || unsafe { EXEMPT_CGROUPS.get(&task.cgroup_id) }.is_some()
 }
@@ -230,11 +226,16 @@ pub fn count_deletion(task: &Subject, class: u32) {
         return;
     }
     let session = session_of(task, &cfg);
-    if unsafe { SESSIONS.get(&session) }.is_none() {
-        let fresh = SessionCounts { window_start: task.boot_ns, counts: [0; CLASS_COUNT] };
-        let _ = SESSIONS.insert(&session, &fresh, 0);
-    }
-    let Some(counts) = SESSIONS.get_ptr_mut(&session) else { return };
+    let counts = match SESSIONS.get_ptr_mut(&session) {
+        Some(counts) => counts,
+        None => {
+            let fresh = SessionCounts { window_start: task.boot_ns, counts: [0; CLASS_COUNT] };
+            // Not over a session another CPU just started.
+            let _ = SESSIONS.insert(&session, &fresh, BPF_NOEXIST as u64);
+            let Some(counts) = SESSIONS.get_ptr_mut(&session) else { return };
+            counts
+        }
+    };
     let counts = unsafe { &mut *counts };
     if task.boot_ns.saturating_sub(counts.window_start) > cfg.window_ns {
         counts.window_start = task.boot_ns;

@@ -1,13 +1,14 @@
 //! `open`, `openat`, `openat2` with intent to write: a block device opened for
 //! writing, or an existing regular file opened with `O_TRUNC`.
 //!
-//! Entry keeps only writing opens (most opens read), so the exit of an
-//! ordinary open costs one failed map lookup.
+//! Entry only stops a marked session's process before an `O_TRUNC` open.
+//! Exit reads the flags from the entry registers (see `syscall`); an open
+//! that does not write costs it one register read.
 
 use agent_common::{
     block::RawBlockOpen,
-    guard::GuardHook,
     fs::{RawTruncate, TruncateOp, SIZE_UNKNOWN},
+    guard::GuardHook,
     EventKind, KernelOffsets,
 };
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
@@ -15,11 +16,10 @@ use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::Trace
 use crate::{
     files::{fd_file, Inode, S_IFBLK, S_IFREG},
     guard,
-    kernel::read_u32,
+    kernel::{read_u32, Btf},
     maps::offsets,
     record::Record,
-    syscall::{arg, remember, ret, take},
-    task,
+    syscall::{arg, nr, numbers, ret, EntryRegs},
 };
 
 /// From `<fcntl.h>`.
@@ -31,52 +31,60 @@ const FMODE_CREATED: u32 = 1 << 20;
 
 #[tracepoint]
 pub fn open_enter(ctx: TracePointContext) -> u32 {
-    keep_if_writing(arg(&ctx, 1));
+    check_if_truncating(arg(&ctx, 1));
     0
 }
 
 #[tracepoint]
 pub fn openat_enter(ctx: TracePointContext) -> u32 {
-    keep_if_writing(arg(&ctx, 2));
+    check_if_truncating(arg(&ctx, 2));
     0
 }
 
 #[tracepoint]
 pub fn openat2_enter(ctx: TracePointContext) -> u32 {
-    // `struct open_how` starts with the u64 flags.
-    let how = arg(&ctx, 2) as *const u64;
-    keep_if_writing(unsafe { bpf_probe_read_user(how) }.unwrap_or(0));
+    check_if_truncating(openat2_flags(arg(&ctx, 2)));
     0
 }
 
+/// `open_how.flags`: `struct open_how` starts with them.
 #[inline(always)]
-fn keep_if_writing(flags: u64) {
+fn openat2_flags(how: u64) -> u64 {
+    unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn check_if_truncating(flags: u64) {
     if flags & O_TRUNC != 0 {
         guard::check_marked(GuardHook::DestructiveCall);
-    }
-    if flags & (O_WRONLY | O_RDWR | O_TRUNC) != 0 {
-        // Opens are kept under `BlockOpen`; their exit decides what they were.
-        remember(EventKind::BlockOpen, 0, [flags, 0, 0, 0, 0]);
     }
 }
 
 /// At `sys_exit_open`, `sys_exit_openat` and `sys_exit_openat2`.
 #[tracepoint]
 pub fn open_exit(ctx: TracePointContext) -> u32 {
-    let Some(call) = take(EventKind::BlockOpen) else { return 0 };
     let fd = ret(&ctx);
     if fd < 0 {
         return 0;
     }
     let o = offsets();
-    let file = fd_file(task::current(), fd, &o);
+    let regs = EntryRegs::current();
+    let (nr, n) = (nr(&ctx), numbers());
+    let flags = if nr == n.open {
+        regs.arg(1, &o)
+    } else if nr == n.openat2 {
+        openat2_flags(regs.arg(2, &o))
+    } else {
+        regs.arg(2, &o)
+    };
+    if flags & (O_WRONLY | O_RDWR | O_TRUNC) == 0 {
+        return 0;
+    }
+    let file = fd_file(Btf::current_task(), fd, &o);
     let Some(inode) = Inode::of(file, &o) else { return 0 };
-    let flags = call.args[0];
     match inode.file_type(&o) {
         S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, &o),
-        S_IFREG if flags & O_TRUNC != 0 && read_u32(file, o.file_mode) & FMODE_CREATED == 0 => {
-            open_trunc(fd, file, &o)
-        }
+        S_IFREG if flags & O_TRUNC != 0 && read_u32(file, o.file_mode) & FMODE_CREATED == 0 => open_trunc(fd, file, &o),
         _ => {}
     }
     0

@@ -8,9 +8,17 @@
 //! right after.
 
 use agent_common::{path::COMPONENT_CAP, path::DATA_CAP, KernelOffsets};
-use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
+use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::{bpf_loop, bpf_probe_read_kernel_str},
+};
 
-use crate::{files::fd_file, guard::dir_class, kernel::read_u64};
+use crate::{
+    files::fd_file,
+    guard::dir_class,
+    kernel::{read_u64, Btf},
+    maps::offsets,
+};
 
 /// A `struct path`: mount and dentry.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -23,8 +31,9 @@ pub struct PathRef {
 pub const AT_FDCWD: i64 = -100;
 
 /// Deepest directory the walk follows; deeper ones are flagged as truncated.
-/// Bounded so the verifier can prove the loop ends.
-const MAX_DEPTH: u32 = 96;
+/// Costs the verifier nothing (see `write_components`); a tree nested
+/// deeper than this under a protected directory would hide its class.
+const MAX_DEPTH: u32 = 1024;
 
 /// Where a component may start, masked so the verifier sees
 /// `start + COMPONENT_CAP` inside the buffer.
@@ -35,19 +44,13 @@ const _: () = assert!(DATA_CAP.is_power_of_two());
 #[inline(always)]
 pub fn task_root(task: u64, o: &KernelOffsets) -> PathRef {
     let fs = read_u64(task, o.task_fs);
-    PathRef {
-        vfsmount: read_u64(fs, o.fs_root_mnt),
-        dentry: read_u64(fs, o.fs_root_dentry),
-    }
+    PathRef { vfsmount: read_u64(fs, o.fs_root_mnt), dentry: read_u64(fs, o.fs_root_dentry) }
 }
 
 /// An open file's path (`file->f_path`).
 #[inline(always)]
 pub fn file_path(file: u64, o: &KernelOffsets) -> PathRef {
-    PathRef {
-        vfsmount: read_u64(file, o.file_path_mnt),
-        dentry: read_u64(file, o.file_path_dentry),
-    }
+    PathRef { vfsmount: read_u64(file, o.file_path_mnt), dentry: read_u64(file, o.file_path_dentry) }
 }
 
 /// The directory a `*at` syscall's name is relative to: the working directory
@@ -56,12 +59,9 @@ pub fn file_path(file: u64, o: &KernelOffsets) -> PathRef {
 pub fn dirfd_path(task: u64, dfd: i64, o: &KernelOffsets) -> Option<PathRef> {
     if dfd == AT_FDCWD {
         let fs = read_u64(task, o.task_fs);
-        return Some(PathRef {
-            vfsmount: read_u64(fs, o.fs_pwd_mnt),
-            dentry: read_u64(fs, o.fs_pwd_dentry),
-        });
+        return Some(PathRef { vfsmount: read_u64(fs, o.fs_pwd_mnt), dentry: read_u64(fs, o.fs_pwd_dentry) });
     }
-    let file = fd_file(task, dfd, o);
+    let file = fd_file(Btf::current_task(), dfd, o);
     (file != 0).then(|| file_path(file, o))
 }
 
@@ -72,61 +72,88 @@ pub fn dirfd_path(task: u64, dfd: i64, o: &KernelOffsets) -> Option<PathRef> {
 /// The innermost protected path class met on the way up goes to `*class`
 /// (left alone if none).
 ///
-/// `end` must point into map memory, on purpose: the verifier does not track
-/// map memory, so it re-enters each iteration as a fresh bounded scalar and
-/// loop states converge. Kept in a register, its range would differ on every
-/// iteration and the verifier would give up long before `MAX_DEPTH`.
+/// One directory per `bpf_loop` iteration: the verifier checks the step once
+/// rather than once per possible depth, which kept every probe with a walk
+/// within a few percent of its instruction limit. `end` and `class` point
+/// into map memory, whose contents the verifier does not track, so the
+/// step's states converge at once.
 #[inline(always)]
-pub fn write_components(
-    from: PathRef,
+pub fn write_components(from: PathRef, root: PathRef, data: *mut u8, end: *mut u32, class: *mut u32) -> bool {
+    let mut walk = Walk { at: from, root, data, end, class, ended: 0, full: 0 };
+    // The callback must reach the loader as a function reference, never as a
+    // number: a cast through an integer would lose its relocation.
+    let step: unsafe extern "C" fn(u64, *mut c_void) -> i64 = step;
+    unsafe { bpf_loop(MAX_DEPTH, step as *mut c_void, (&raw mut walk).cast(), 0) };
+    walk.ended == 0 || walk.full != 0
+}
+
+/// A walk in progress, on the caller's stack.
+#[repr(C)]
+struct Walk {
+    at: PathRef,
     root: PathRef,
     data: *mut u8,
     end: *mut u32,
     class: *mut u32,
-    o: &KernelOffsets,
-) -> bool {
-    let mut at = from;
-    for _ in 0..MAX_DEPTH {
-        if unsafe { class.read_volatile() } == 0 {
-            let found = dir_class(at.dentry, o);
-            if found != 0 {
-                unsafe { class.write_volatile(found) };
-            }
+    /// Set when the walk reached the root, or could go no higher.
+    ended: u64,
+    /// Set when a name did not fit: the walk goes on to find the class.
+    full: u64,
+}
+
+/// One directory up. Returns 0 to go on, 1 to stop (`bpf_loop`'s contract).
+/// Names stop at the first that does not fit; the protected class is still
+/// looked for up to the root, so nesting deeper than the record can hold
+/// hides nothing from the guard.
+#[inline(never)]
+unsafe extern "C" fn step(_: u64, walk: *mut c_void) -> i64 {
+    let walk = unsafe { &mut *walk.cast::<Walk>() };
+    let o = offsets();
+    let at = walk.at;
+    if unsafe { walk.class.read_volatile() } == 0 {
+        let found = dir_class(at.dentry, &o);
+        if found != 0 {
+            unsafe { walk.class.write_volatile(found) };
         }
-        if at == root {
-            return false;
-        }
-        let mount = at.vfsmount - o.mount_vfsmount as u64;
-        if at.dentry == read_u64(at.vfsmount, o.vfsmount_root) {
-            // At the root of a mount: continue from where it is mounted.
-            let parent = read_u64(mount, o.mount_parent);
-            if parent == 0 || parent == mount {
-                return false;
-            }
-            at = PathRef {
-                vfsmount: parent + o.mount_vfsmount as u64,
-                dentry: read_u64(mount, o.mount_mountpoint),
-            };
-            continue;
-        }
-        let parent = read_u64(at.dentry, o.dentry_parent);
-        if parent == 0 || parent == at.dentry {
-            return false;
-        }
-        let offset = unsafe { end.read_volatile() } as usize;
-        if offset > DATA_CAP - COMPONENT_CAP {
-            return true;
-        }
-        let name = read_u64(at.dentry, o.dentry_name);
-        // The mask is a no-op after the check above; it is what lets the
-        // verifier prove the write stays inside the buffer.
-        let dst = unsafe { data.add(offset & OFFSET_MASK) };
-        let n = unsafe { bpf_probe_read_kernel_str(dst.cast(), COMPONENT_CAP as u32, name as *const _) };
-        if n <= 0 {
-            return true;
-        }
-        unsafe { end.write_volatile((offset + n as usize) as u32) };
-        at.dentry = parent;
     }
-    true
+    if at == walk.root {
+        walk.ended = 1;
+        return 1;
+    }
+    let mount = at.vfsmount - o.mount_vfsmount as u64;
+    if at.dentry == read_u64(at.vfsmount, o.vfsmount_root) {
+        // At the root of a mount: continue from where it is mounted.
+        let parent = read_u64(mount, o.mount_parent);
+        if parent == 0 || parent == mount {
+            walk.ended = 1;
+            return 1;
+        }
+        walk.at = PathRef { vfsmount: parent + o.mount_vfsmount as u64, dentry: read_u64(mount, o.mount_mountpoint) };
+        return 0;
+    }
+    let parent = read_u64(at.dentry, o.dentry_parent);
+    if parent == 0 || parent == at.dentry {
+        walk.ended = 1;
+        return 1;
+    }
+    walk.at.dentry = parent;
+    if walk.full != 0 {
+        return 0;
+    }
+    let offset = unsafe { walk.end.read_volatile() } as usize;
+    let name = read_u64(at.dentry, o.dentry_name);
+    // The mask is a no-op after the check; it is what lets the verifier
+    // prove the write stays inside the buffer.
+    let n = if offset > DATA_CAP - COMPONENT_CAP {
+        0
+    } else {
+        let dst = unsafe { walk.data.add(offset & OFFSET_MASK) };
+        unsafe { bpf_probe_read_kernel_str(dst.cast(), COMPONENT_CAP as u32, name as *const _) }
+    };
+    if n <= 0 {
+        walk.full = 1;
+    } else {
+        unsafe { walk.end.write_volatile((offset + n as usize) as u32) };
+    }
+    0
 }

@@ -16,7 +16,7 @@ use crate::{
     kernel::{read_u32, read_u64},
     maps::offsets,
     record::Record,
-    syscall::arg,
+    syscall::{arg, field},
     task,
 };
 
@@ -93,7 +93,7 @@ pub fn fork(ctx: RawTracePointContext) -> u32 {
 /// `sched/sched_process_exit`, reported only when the whole process is gone.
 #[tracepoint]
 pub fn exit(ctx: TracePointContext) -> u32 {
-    if unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0) == 0 {
+    if field::<u8>(&ctx, EXIT_GROUP_DEAD) == 0 {
         return 0;
     }
     let o = offsets();

@@ -10,8 +10,8 @@ use core::marker::PhantomData;
 use agent_common::{
     event::RECORD_MAX,
     path::{
-        RawPath, DATA_CAP, NAME_CAP, PATH_FLAG_DIR_RESOLVED, PATH_FLAG_DIR_TRUNCATED,
-        PATH_FLAG_NAME_TRUNCATED, PATH_FLAG_NAME_UNREADABLE,
+        RawPath, DATA_CAP, NAME_CAP, PATH_FLAG_DIR_RESOLVED, PATH_FLAG_DIR_TRUNCATED, PATH_FLAG_NAME_TRUNCATED,
+        PATH_FLAG_NAME_UNREADABLE,
     },
     Counter, EventHeader, EventKind, KernelOffsets, TaskInfo,
 };
@@ -40,6 +40,8 @@ pub struct Scratch {
     end: u32,
     /// Protected path class met by the last walk (0: none).
     class: u32,
+    /// The call's arguments, see [`Record::args`].
+    args: [u64; 5],
 }
 
 #[map]
@@ -67,6 +69,20 @@ impl<T: 'static> Record<T> {
             task::fill(&mut *head.add(8).cast::<TaskInfo>(), o);
         }
         Some(record)
+    }
+
+    /// Keeps the call's arguments in map memory and reads them back, which
+    /// the verifier cannot follow: what an exit chose per syscall (a
+    /// constant `AT_FDCWD` here, a register there) becomes one unknown
+    /// value, so the choices converge before the path walks instead of each
+    /// being walked again, past the verifier's limit.
+    #[inline(always)]
+    pub fn args(&self, args: [u64; 5]) -> [u64; 5] {
+        let slot = unsafe { &raw mut (*self.scratch).args };
+        unsafe {
+            slot.write_volatile(args);
+            slot.read_volatile()
+        }
     }
 
     /// The fixed part, to fill in.
@@ -140,19 +156,14 @@ impl<T: 'static> Record<T> {
     pub fn push_file_path(&self, file: u64, o: &KernelOffsets) -> RawPath {
         let start = self.end();
         let flags = PATH_FLAG_DIR_RESOLVED | self.walk(path::file_path(file, o), task::current(), o);
-        RawPath {
-            name_len: 0,
-            dir_len: self.end().saturating_sub(start) as u32,
-            flags,
-            _pad: 0,
-        }
+        RawPath { name_len: 0, dir_len: self.end().saturating_sub(start) as u32, flags, _pad: 0 }
     }
 
     #[inline(always)]
     fn walk(&self, from: PathRef, task: u64, o: &KernelOffsets) -> u32 {
         let root = path::task_root(task, o);
         let class = unsafe { &raw mut (*self.scratch).class };
-        if path::write_components(from, root, self.data(), self.end_ptr(), class, o) {
+        if path::write_components(from, root, self.data(), self.end_ptr(), class) {
             PATH_FLAG_DIR_TRUNCATED
         } else {
             0

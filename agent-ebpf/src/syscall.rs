@@ -1,49 +1,98 @@
-//! Arguments kept from a syscall's entry to its exit, by thread.
+//! A syscall's arguments: from its entry record, from the registers it was
+//! entered with (at exit), and, for what only entry can know, kept in a map
+//! from entry to exit.
 //!
 //! Records are emitted at exit, when the result is known; paths are read then
-//! too (the caller's memory and fds are still there). One table serves every
-//! family: a thread is in one syscall at a time.
+//! too (the caller's memory and fds are still there).
 
-use agent_common::{Counter, EventKind};
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::map, maps::HashMap, programs::TracePointContext};
+use agent_common::{Counter, EventKind, KernelOffsets, SyscallNumbers};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::map, maps::HashMap, programs::TracePointContext, EbpfContext,
+};
 
-use crate::maps::count;
+use crate::{kernel::Btf, maps::count};
 
 /// Syscall arguments in `sys_enter_*` records start at 16, 8 bytes each
 /// (see `events/syscalls/<name>/format`).
 #[inline(always)]
 pub fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
+    field(ctx, 16 + 8 * n)
 }
 
 /// `ret` in `sys_exit_*` records.
 #[inline(always)]
 pub fn ret(ctx: &TracePointContext) -> i64 {
-    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0)
+    field(ctx, 16)
+}
+
+/// `__syscall_nr` in `sys_enter_*` and `sys_exit_*` records.
+#[inline(always)]
+pub fn nr(ctx: &TracePointContext) -> i32 {
+    field(ctx, 8)
+}
+
+/// A field of the tracepoint's record, read in place: the verifier lets a
+/// tracepoint program load its record directly (aligned, inside the
+/// record), which is cheaper than `read_at`'s helper call.
+#[inline(always)]
+pub fn field<T>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
 }
 
 /// An int argument widened to 8 bytes: sign-extend the low half.
 #[inline(always)]
-pub fn int_arg(ctx: &TracePointContext, n: usize) -> i64 {
-    arg(ctx, n) as u32 as i32 as i64
+pub fn as_int(raw: u64) -> i64 {
+    raw as u32 as i32 as i64
 }
 
+/// Set by the agent before load (`EbpfLoader::set_global`).
+#[no_mangle]
+static SYSCALLS: SyscallNumbers = SyscallNumbers::UNSET;
+
+/// The numbers of the syscalls an exit probe tells apart. A volatile read, as
+/// for `OFFSETS`.
+#[inline(always)]
+pub fn numbers() -> SyscallNumbers {
+    unsafe { core::ptr::read_volatile(&raw const SYSCALLS) }
+}
+
+/// The registers the current task entered its syscall with. The kernel
+/// saves them at entry and leaves the argument registers alone until the
+/// task returns, so an exit probe finds the arguments there.
+#[derive(Clone, Copy)]
+pub struct EntryRegs(Btf);
+
+impl EntryRegs {
+    #[inline(always)]
+    pub fn current() -> EntryRegs {
+        EntryRegs(Btf::current_task().pt_regs())
+    }
+
+    /// Argument `n` (counting from 0).
+    #[inline(always)]
+    pub fn arg(self, n: usize, o: &KernelOffsets) -> u64 {
+        self.0.u64(o.syscall_args[n])
+    }
+}
+
+/// What an entry probe saw that its exit cannot: a shrinking `ftruncate`'s
+/// size before, a block-device write's position. Rare calls only: a map
+/// insert and delete per syscall would cost every process on the host.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Pending {
     /// The record family this call will produce, an [`EventKind`].
     pub kind: u32,
-    /// Family-specific operation (e.g. a `DeleteOp`).
-    pub op: u32,
-    pub args: [u64; 5],
+    pub _pad: u32,
+    pub args: [u64; 4],
 }
 
 #[map]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16 * 1024, 0);
 
 #[inline(always)]
-pub fn remember(kind: EventKind, op: u32, args: [u64; 5]) {
-    let pending = Pending { kind: kind as u32, op, args };
+pub fn remember(kind: EventKind, args: [u64; 4]) {
+    let pending = Pending { kind: kind as u32, _pad: 0, args };
     if PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0).is_err() {
         count(Counter::PendingTableFull);
     }

@@ -9,12 +9,12 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
 
-use crate::kernel::{read_u32, read_u64};
+use crate::kernel::Btf;
 
 /// `PF_KTHREAD` from `<linux/sched.h>`.
 const PF_KTHREAD: u32 = 0x0020_0000;
 
-/// The current `task_struct` pointer.
+/// The current `task_struct` pointer, as a number for [`crate::kernel::read_u64`].
 #[inline(always)]
 pub fn current() -> u64 {
     unsafe { bpf_get_current_task() }
@@ -23,7 +23,7 @@ pub fn current() -> u64 {
 /// Fills `info` from the current task.
 #[inline(always)]
 pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
-    let task = current();
+    let task = Btf::current_task();
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     info.boot_ns = boot_ns();
@@ -33,14 +33,15 @@ pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
     info.uid = uid_gid as u32;
     info.gid = (uid_gid >> 32) as u32;
     info.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    info.start_ns = read_u64(read_u64(task, o.task_group_leader), o.task_start_boottime);
-    info.ppid = read_u32(read_u64(task, o.task_real_parent), o.task_tgid);
+    info.start_ns = task.ptr(o.task_group_leader).u64(o.task_start_boottime);
+    info.ppid = task.ptr(o.task_real_parent).u32(o.task_tgid);
     info.flags = flags(task, o) | if crate::guard::is_exempt_pid(info.pid) { TASK_FLAG_EXEMPT } else { 0 };
     // Offset 0 means the kernel has no audit fields: no login session.
-    info.loginuid = if o.task_loginuid != 0 { read_u32(task, o.task_loginuid) } else { AUDIT_UNSET };
-    (info.audit_session, info.sid) = audit_and_sid(task, o);
-    let signal = read_u64(task, o.task_signal);
-    info.pgid = read_u32(read_u64(signal, o.signal_pgid), o.pid_nr);
+    info.loginuid = if o.task_loginuid != 0 { task.u32(o.task_loginuid) } else { AUDIT_UNSET };
+    let signal = task.ptr(o.task_signal);
+    info.audit_session = audit_session(task, o);
+    info.sid = signal.ptr(o.signal_sid).u32(o.pid_nr);
+    info.pgid = signal.ptr(o.signal_pgid).u32(o.pid_nr);
 }
 
 #[inline(always)]
@@ -55,18 +56,26 @@ pub fn cgroup_id() -> u64 {
 
 /// `TASK_FLAG_*` bits of `task`.
 #[inline(always)]
-pub fn flags(task: u64, o: &KernelOffsets) -> u32 {
-    if read_u32(task, o.task_flags) & PF_KTHREAD != 0 {
+pub fn flags(task: Btf, o: &KernelOffsets) -> u32 {
+    if task.u32(o.task_flags) & PF_KTHREAD != 0 {
         TASK_FLAG_KTHREAD
     } else {
         0
     }
 }
 
-/// The audit session (or [`AUDIT_UNSET`]) and the POSIX session of `task`.
+/// The audit session of `task`, or [`AUDIT_UNSET`].
 #[inline(always)]
-pub fn audit_and_sid(task: u64, o: &KernelOffsets) -> (u32, u32) {
-    let audit = if o.task_sessionid != 0 { read_u32(task, o.task_sessionid) } else { AUDIT_UNSET };
-    let signal = read_u64(task, o.task_signal);
-    (audit, read_u32(read_u64(signal, o.signal_sid), o.pid_nr))
+pub fn audit_session(task: Btf, o: &KernelOffsets) -> u32 {
+    if o.task_sessionid != 0 {
+        task.u32(o.task_sessionid)
+    } else {
+        AUDIT_UNSET
+    }
+}
+
+/// The POSIX session of `task`.
+#[inline(always)]
+pub fn sid(task: Btf, o: &KernelOffsets) -> u32 {
+    task.ptr(o.task_signal).ptr(o.signal_sid).u32(o.pid_nr)
 }

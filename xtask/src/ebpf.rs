@@ -37,7 +37,9 @@ pub fn build(toolchain: &Toolchain) -> anyhow::Result<PathBuf> {
         .env("PATH", path)
         // Host settings must not leak into the BPF build.
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        // BTF for the object: the kernel takes a callback (`bpf_loop`'s)
+        // only from a program that describes its functions.
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=--btf")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("CARGO_BUILD_TARGET");

@@ -2,7 +2,7 @@
 
 use std::{fs::File, os::unix::fs::FileExt, path::Path};
 
-use agent_common::KernelOffsets;
+use agent_common::{syscall::SYSCALL_ARGS, KernelOffsets};
 use btfparse::{Offset, Readable, TypeInformation};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +107,22 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         mount_vfsmount: field("mount", "mnt")?,
         mount_parent: field("mount", "mnt_parent")?,
         mount_mountpoint: field("mount", "mnt_mountpoint")?,
+        syscall_args: {
+            let mut args = [0; SYSCALL_ARGS];
+            for (offset, register) in args.iter_mut().zip(SYSCALL_ARG_REGISTERS) {
+                *offset = field("pt_regs", register)?;
+            }
+            args
+        },
+        _pad2: 0,
     })
 }
+
+/// The `struct pt_regs` fields holding a syscall's arguments, in order.
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_ARG_REGISTERS: [&str; SYSCALL_ARGS] = ["di", "si", "dx", "r10", "r8"];
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("the probes read syscall arguments from x86-64 registers; name this architecture's in SYSCALL_ARG_REGISTERS");
 
 #[cfg(test)]
 mod tests {
@@ -128,6 +142,9 @@ mod tests {
             "struct path is {{mnt, dentry}}"
         );
         assert_eq!(o.signal_sid, o.signal_pgid + 8);
+        // x86-64 `struct pt_regs`: r15 at 0 ... r10 at 56, r8 at 72, dx at
+        // 96, si at 104, di at 112.
+        assert_eq!(o.syscall_args, [112, 104, 96, 56, 72]);
     }
 
     #[test]

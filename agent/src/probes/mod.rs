@@ -11,7 +11,7 @@ pub mod tracefs;
 
 use std::{path::PathBuf, time::Duration};
 
-use agent_common::{event::RECORD_MAX, Counter};
+use agent_common::{event::RECORD_MAX, Counter, SyscallNumbers};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
@@ -36,19 +36,19 @@ enum Hook {
 /// Every program and where it runs: the one registry of what Levee hooks.
 /// One program may serve several hooks (the exits of related syscalls).
 const ATTACHMENTS: &[(&str, Hook)] = &[
-    ("unlink_enter", Hook::Syscall("sys_enter_unlink")),
-    ("unlinkat_enter", Hook::Syscall("sys_enter_unlinkat")),
-    ("rmdir_enter", Hook::Syscall("sys_enter_rmdir")),
+    ("destructive_enter", Hook::Syscall("sys_enter_unlink")),
+    ("destructive_enter", Hook::Syscall("sys_enter_unlinkat")),
+    ("destructive_enter", Hook::Syscall("sys_enter_rmdir")),
     ("deletion_exit", Hook::Syscall("sys_exit_unlink")),
     ("deletion_exit", Hook::Syscall("sys_exit_unlinkat")),
     ("deletion_exit", Hook::Syscall("sys_exit_rmdir")),
-    ("rename_enter", Hook::Syscall("sys_enter_rename")),
-    ("renameat_enter", Hook::Syscall("sys_enter_renameat")),
-    ("renameat2_enter", Hook::Syscall("sys_enter_renameat2")),
+    ("destructive_enter", Hook::Syscall("sys_enter_rename")),
+    ("destructive_enter", Hook::Syscall("sys_enter_renameat")),
+    ("destructive_enter", Hook::Syscall("sys_enter_renameat2")),
     ("rename_exit", Hook::Syscall("sys_exit_rename")),
     ("rename_exit", Hook::Syscall("sys_exit_renameat")),
     ("rename_exit", Hook::Syscall("sys_exit_renameat2")),
-    ("truncate_enter", Hook::Syscall("sys_enter_truncate")),
+    ("destructive_enter", Hook::Syscall("sys_enter_truncate")),
     ("ftruncate_enter", Hook::Syscall("sys_enter_ftruncate")),
     ("truncate_exit", Hook::Syscall("sys_exit_truncate")),
     ("truncate_exit", Hook::Syscall("sys_exit_ftruncate")),
@@ -141,6 +141,18 @@ impl Wakeup {
     }
 }
 
+/// This architecture's numbers for the syscalls whose exits share a probe.
+const SYSCALLS: SyscallNumbers = SyscallNumbers {
+    rmdir: libc::SYS_rmdir as i32,
+    unlinkat: libc::SYS_unlinkat as i32,
+    renameat: libc::SYS_renameat as i32,
+    renameat2: libc::SYS_renameat2 as i32,
+    ftruncate: libc::SYS_ftruncate as i32,
+    open: libc::SYS_open as i32,
+    openat2: libc::SYS_openat2 as i32,
+    _pad: 0,
+};
+
 /// The event ring buffer's default size. The agent maps it twice (it wraps
 /// around), so it counts double in the agent's resident memory; at the
 /// agent's speed and its 10 ms polls it holds far more than a poll's worth.
@@ -181,6 +193,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("WAKE_BYTES", &wake_bytes, true)
+            .override_global("SYSCALLS", &SYSCALLS, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(PROBE_OBJECT)?;
         for &(program, hook) in ATTACHMENTS {
@@ -193,6 +206,19 @@ impl Probes {
                 source,
             })?;
             debug!(program, ?hook, "attached");
+        }
+        // How far each program is from the verifier's limit: a kernel whose
+        // verifier explores more would reject the heaviest first.
+        let verified = ebpf.programs().filter_map(|(name, prog)| {
+            let count = prog.info().ok()?.verified_instruction_count()?;
+            debug!(program = name, instructions = count, "verified");
+            Some((count, name.to_owned()))
+        });
+        if let Some((instructions, program)) = verified.max() {
+            info!(
+                program,
+                instructions, "heaviest program for the verifier (its limit: 1,000,000 instructions)"
+            );
         }
         Ok(Self {
             ebpf,

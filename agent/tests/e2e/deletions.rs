@@ -216,8 +216,10 @@ fn a_path_near_path_max_arrives_whole() {
 #[test]
 fn a_directory_deeper_than_the_walk_is_flagged_incomplete() {
     let sandbox = Sandbox::new();
+    // The probe walks 1024 levels: 1100 of one-letter names stay within
+    // PATH_MAX, so the test can make them in one call.
     let mut deep = sandbox.path().to_path_buf();
-    for _ in 0..120 {
+    for _ in 0..1100 {
         deep.push("d");
     }
     std::fs::create_dir_all(&deep).unwrap();
@@ -244,6 +246,27 @@ fn a_directory_deeper_than_the_walk_is_flagged_incomplete() {
     assert_eq!(events[0]["path_complete"], false);
     assert!(path_of(&events[0]).ends_with(&suffix));
     agent.stop();
+}
+
+/// Every probe must verify far from the verifier's 1,000,000-instruction
+/// limit: path walks once unrolled to 96 levels left some within 2% of it,
+/// so one more branch, or another kernel's verifier, would refuse them.
+#[test]
+fn every_probe_verifies_far_below_the_verifier_limit() {
+    let sandbox = Sandbox::new();
+    let agent = Agent::start(&sandbox);
+    let (_, stderr) = agent.stop_with_stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("heaviest program for the verifier"))
+        .unwrap_or_else(|| panic!("no verifier count logged:\n{stderr}"));
+    let count: u64 = line
+        .split("instructions=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"));
+    assert!(count < 250_000, "{line}");
 }
 
 #[test]

@@ -2,7 +2,14 @@
 //! monitor mode, benign work that must pass, and policy reloads. Each attack
 //! runs in a login session of its own (see `support::in_login_session`).
 
-use std::{os::unix::process::ExitStatusExt, path::Path, process::Command};
+use std::{
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::process::ExitStatusExt,
+    },
+    path::Path,
+    process::Command,
+};
 
 use serde_json::Value;
 
@@ -23,6 +30,32 @@ fn fill(dir: &Path, dirs: usize, n: usize) {
     }
     for i in 0..n {
         std::fs::write(dir.join(format!("d{:03}/f{i:05}", i % dirs)), b"x").unwrap();
+    }
+}
+
+/// `levels` directories named `name`, each in the one before, below `top`,
+/// and `files` empty files in the deepest: through directory fds, as paths
+/// that long cannot be named whole.
+fn nest(top: &Path, levels: usize, name: &str, files: usize) {
+    use std::{ffi::CString, os::fd::FromRawFd};
+    let openat = |dir: &OwnedFd, name: &CString, flags: i32| {
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+        assert!(fd >= 0, "openat {name:?}: {}", std::io::Error::last_os_error());
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let mut dir = OwnedFd::from(std::fs::File::open(top).unwrap());
+    let name = CString::new(name).unwrap();
+    for _ in 0..levels {
+        let made = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) };
+        assert_eq!(made, 0, "mkdirat: {}", std::io::Error::last_os_error());
+        dir = openat(&dir, &name, libc::O_DIRECTORY | libc::O_RDONLY);
+    }
+    for i in 0..files {
+        openat(
+            &dir,
+            &CString::new(format!("f{i}")).unwrap(),
+            libc::O_CREAT | libc::O_WRONLY,
+        );
     }
 }
 
@@ -61,6 +94,38 @@ fn rm_rf_of_20000_files_under_a_protected_class_is_killed_within_the_limit() {
         .iter()
         .any(|f| f["name"] == "guard:kernel_limit_crossed"));
     assert_eq!(alert["process"]["comm"], "rm");
+    agent.stop();
+}
+
+/// Directory names past what a record holds (8 KiB) must not hide where the
+/// files are: the probe stops writing names but walks on up to the
+/// protected directory.
+#[test]
+fn files_nested_deeper_than_a_record_holds_still_count_in_their_class() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir(sandbox.path().join("backups")).unwrap();
+    // 48 levels of 200-byte names, about 9.6 KiB: past PATH_MAX as well, so
+    // they are made one level at a time, relative to the one above.
+    nest(&sandbox.path().join("backups"), 48, &"n".repeat(200), 3 * LIMIT);
+    let left = || {
+        let out = Command::new("sh")
+            .args(["-c", "find backups -type f | wc -l"])
+            .current_dir(sandbox.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert_eq!(left(), 3 * LIMIT);
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+
+    let (status, _) = in_login_session(sandbox.path(), "exec rm -rf backups");
+
+    assert!(killed(status), "rm must die by SIGKILL: {status:?}");
+    let lost = 3 * LIMIT - left();
+    assert!(lost <= LIMIT + 1, "lost {lost} files, limit {LIMIT}");
     agent.stop();
 }
 

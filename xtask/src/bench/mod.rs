@@ -8,6 +8,7 @@ mod enforcement;
 mod footprint;
 mod latency;
 mod overhead;
+mod probe_cost;
 mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub const BENCHMARKS: &[Benchmark] = &[
     ("enforcement", enforcement::run),
     ("latency", latency::run),
     ("overhead", overhead::run),
+    ("probe-cost", probe_cost::run),
     ("throughput", throughput::run),
     ("footprint", footprint::run),
 ];

@@ -1,6 +1,6 @@
-//! What Levee costs the host: workloads timed in four states, interleaved
-//! (the order rotates every round), in one run. Ratios to "off" are what to
-//! read: these machines are shared and noisy.
+//! What Levee costs the host: workloads timed in three or four states,
+//! interleaved (the order rotates every round), in one run. Ratios to "off"
+//! are what to read: these machines are shared and noisy.
 //!
 //! - off: no agent;
 //! - floor: no agent, but the kernel's own trace events enabled on every
@@ -8,8 +8,9 @@
 //!   syscall tracepoint sends every syscall through the kernel's slower
 //!   traced path: no tracepoint-based agent can cost less than this;
 //! - levee: the agent as shipped (events batched, read every 10 ms);
-//! - per-event wake-ups: the agent with `--batch-delay 0`, waking at every
-//!   record, as it did before batching: the before/after of that fix.
+//! - baseline, when `LEVEE_BENCH_BASELINE_AGENT` names another build of
+//!   `levee-agent` (say, of the commit before a change): the before of a
+//!   before/after, measured in the same run.
 //!
 //! The agent runs as in production: the shipped policy (monitor mode, so a
 //! benchmark is never killed, with the same probes and checks as enforce),
@@ -27,7 +28,7 @@ use anyhow::Context;
 
 use super::{agent::QuietAgent, machine, monitor_policy, percentile, LoopDevice, Tmpfs};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const FILES: usize = 200_000;
 const EXECS: usize = 20_000;
 const WRITE_BYTES: usize = 1 << 30;
@@ -37,13 +38,13 @@ const CHECKOUT_FILES: usize = 5_000;
 const TARGET_FILES: usize = 10_000;
 
 /// One workload: a name, its target ratio, and how to run it once in `dir`.
-struct Workload {
-    name: &'static str,
+pub(super) struct Workload {
+    pub(super) name: &'static str,
     target: f64,
-    run: fn(&Path) -> anyhow::Result<Duration>,
+    pub(super) run: fn(&Path) -> anyhow::Result<Duration>,
 }
 
-const WORKLOADS: &[Workload] = &[
+pub(super) const WORKLOADS: &[Workload] = &[
     Workload {
         name: "unlink-heavy: create and delete 200,000 files on tmpfs",
         target: 1.05,
@@ -72,15 +73,47 @@ const WORKLOADS: &[Workload] = &[
 ];
 
 /// What runs while a workload is timed.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum State {
     Off,
     Floor,
     Levee,
-    PerEventWakeups,
+    Baseline(PathBuf),
 }
 
-const STATES: [State; 4] = [State::Off, State::Floor, State::Levee, State::PerEventWakeups];
+/// The environment variable naming a baseline agent binary.
+pub(super) const BASELINE_ENV: &str = "LEVEE_BENCH_BASELINE_AGENT";
+
+impl State {
+    /// The states of this run: the baseline only when asked for.
+    fn all() -> anyhow::Result<Vec<State>> {
+        let mut states = vec![State::Off, State::Floor, State::Levee];
+        if let Some(bin) = std::env::var_os(BASELINE_ENV) {
+            let bin = PathBuf::from(bin);
+            anyhow::ensure!(bin.is_file(), "{BASELINE_ENV}={}: no such file", bin.display());
+            states.push(State::Baseline(bin));
+        }
+        Ok(states)
+    }
+
+    fn key(&self) -> &'static str {
+        match self {
+            State::Off => "off",
+            State::Floor => "floor",
+            State::Levee => "levee",
+            State::Baseline(_) => "baseline",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            State::Off => "no agent".into(),
+            State::Floor => "no agent; the kernel's syscall trace events on every syscall Levee hooks, with a filter that keeps nothing".into(),
+            State::Levee => "levee-agent run, shipped policy in monitor mode, events batched (--batch-delay 10ms)".into(),
+            State::Baseline(bin) => format!("the same with another build of the agent, {}", bin.display()),
+        }
+    }
+}
 
 /// Whatever a state keeps running; it stops when dropped.
 enum Running {
@@ -90,7 +123,7 @@ enum Running {
 }
 
 impl State {
-    fn start(self, agent_bin: &Path, policy: &Path) -> anyhow::Result<Running> {
+    fn start(&self, agent_bin: &Path, policy: &Path) -> anyhow::Result<Running> {
         Ok(match self {
             State::Off => Running::Nothing,
             State::Floor => Running::Floor {
@@ -99,25 +132,26 @@ impl State {
             State::Levee => Running::Agent {
                 _agent: QuietAgent::start(agent_bin, policy)?,
             },
-            State::PerEventWakeups => Running::Agent {
-                _agent: QuietAgent::start_with(agent_bin, policy, &["--batch-delay", "0"])?,
+            State::Baseline(bin) => Running::Agent {
+                _agent: QuietAgent::start(bin, policy)?,
             },
         })
     }
 }
 
 pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
+    let states = State::all()?;
     let fs = Tmpfs::new()?;
     let dir = fs.path();
     let policy = monitor_policy(&dir)?;
     prepare_mixed(&dir)?;
     // times[workload][state]: one value a round.
-    let mut times = vec![vec![Vec::new(); STATES.len()]; WORKLOADS.len()];
+    let mut times = vec![vec![Vec::new(); states.len()]; WORKLOADS.len()];
     for round in 0..ROUNDS {
         // Rotate which state goes first, so drift favours none.
-        for k in 0..STATES.len() {
-            let s = (round + k) % STATES.len();
-            let running = STATES[s].start(agent_bin, &policy)?;
+        for k in 0..states.len() {
+            let s = (round + k) % states.len();
+            let running = states[s].start(agent_bin, &policy)?;
             for (i, w) in WORKLOADS.iter().enumerate() {
                 let t = (w.run)(&dir).with_context(|| w.name)?.as_secs_f64();
                 times[i][s].push(t);
@@ -136,45 +170,55 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
         r.sort_by(f64::total_cmp);
         r
     };
+    let baseline = states.len() > 3;
     let mut rows = Vec::new();
     let mut table = format!(
-        "| overhead ({ROUNDS} interleaved rounds; ratios to off) | off (s, median) | floor: trace events, nothing kept | levee (s, median) | levee ratio median | levee ratio range | target | before batching: per-event wake-ups |\n\
-         |---|---|---|---|---|---|---|---|\n"
+        "| overhead ({ROUNDS} interleaved rounds; ratios to off) | off (s, median) | floor: trace events, nothing kept | levee (s, median) | levee ratio median | levee ratio range | target |{}\n\
+         |---|---|---|---|---|---|---|{}\n",
+        if baseline { " baseline ratio median |" } else { "" },
+        if baseline { "---|" } else { "" },
     );
     for (w, t) in WORKLOADS.iter().zip(&times) {
-        let [off, floor, levee, per_event] = [0, 1, 2, 3].map(|s| t[s].as_slice());
-        let (floor_r, levee_r, per_event_r) =
-            (ratios(off, floor), ratios(off, levee), ratios(off, per_event));
-        let ratio = percentile(&levee_r, 50.0);
+        let off = t[0].as_slice();
+        let ratio_of: Vec<Vec<f64>> = t.iter().map(|on| ratios(off, on)).collect();
+        let (floor_r, levee_r) = (&ratio_of[1], &ratio_of[2]);
+        let ratio = percentile(levee_r, 50.0);
         table += &format!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}–{:.3} | ≤ {:.2} | {:.3} |\n",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}–{:.3} | ≤ {:.2} |",
             w.name,
             median(off),
-            percentile(&floor_r, 50.0),
-            median(levee),
+            percentile(floor_r, 50.0),
+            median(&t[2]),
             ratio,
             levee_r[0],
             levee_r[levee_r.len() - 1],
             w.target,
-            percentile(&per_event_r, 50.0),
         );
-        rows.push(serde_json::json!({
+        if baseline {
+            table += &format!(" {:.3} |", percentile(&ratio_of[3], 50.0));
+        }
+        table += "\n";
+        let mut row = serde_json::json!({
             "workload": w.name, "target_ratio": w.target,
-            "off_s": off, "floor_s": floor, "levee_s": levee, "per_event_wakeups_s": per_event,
-            "floor_ratio_median": percentile(&floor_r, 50.0),
             "ratio_median": ratio, "ratio_min": levee_r[0], "ratio_max": levee_r[levee_r.len() - 1],
-            "per_event_wakeups_ratio_median": percentile(&per_event_r, 50.0),
             "met": ratio <= w.target,
-        }));
+        });
+        for (s, state) in states.iter().enumerate() {
+            row[format!("{}_s", state.key())] = serde_json::json!(t[s]);
+            if s > 0 {
+                row[format!("{}_ratio_median", state.key())] =
+                    serde_json::json!(percentile(&ratio_of[s], 50.0));
+            }
+        }
+        rows.push(row);
     }
+    let described: serde_json::Map<String, serde_json::Value> = states
+        .iter()
+        .map(|s| (s.key().to_owned(), s.describe().into()))
+        .collect();
     let report = serde_json::json!({
         "benchmark": "overhead", "machine": machine(), "rounds": ROUNDS,
-        "states": {
-            "off": "no agent",
-            "floor": "no agent; the kernel's syscall trace events on every syscall Levee hooks, with a filter that keeps nothing",
-            "levee": "levee-agent run, shipped policy in monitor mode, events batched (--batch-delay 10ms)",
-            "per_event_wakeups": "the same with --batch-delay 0: the kernel wakes the agent at every record",
-        },
+        "states": described,
         "workloads": rows,
     });
     std::fs::write(results, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -296,7 +340,7 @@ fn write_device(dir: &Path) -> anyhow::Result<Duration> {
 
 /// A git repository whose branches `a` and `b` differ in every one of
 /// `CHECKOUT_FILES` files on each side, and a Cargo project to clean.
-fn prepare_mixed(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn prepare_mixed(dir: &Path) -> anyhow::Result<()> {
     let repo = dir.join("repo");
     std::fs::create_dir(&repo)?;
     let git = |args: &[&str]| -> anyhow::Result<()> {
