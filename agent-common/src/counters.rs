@@ -7,8 +7,8 @@ pub enum Counter {
     /// A record was lost because the ring buffer was full.
     RingBufferFull = 0,
     /// What a syscall's entry saw could not be kept for its exit (map full),
-    /// so its exit produced no record: a shrinking `ftruncate` or a
-    /// block-device write.
+    /// so its exit produced no record: a shrinking `ftruncate`, a
+    /// block-device write, or a writing `openat2`.
     PendingTableFull = 1,
 }
 

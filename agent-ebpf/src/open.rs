@@ -1,9 +1,10 @@
 //! `open`, `openat`, `openat2` with intent to write: a block device opened for
 //! writing, or an existing regular file opened with `O_TRUNC`.
 //!
-//! Entry only stops a marked session's process before an `O_TRUNC` open.
-//! Exit reads the flags from the entry registers (see `syscall`); an open
-//! that does not write costs it one register read.
+//! Entry only stops a marked session's process before an `O_TRUNC` open
+//! (and keeps `openat2`'s flags, see there). Exit reads the flags from the
+//! entry registers (see `syscall`); an open that does not write costs it one
+//! register read.
 
 use agent_common::{
     block::RawBlockOpen,
@@ -19,7 +20,7 @@ use crate::{
     kernel::{read_u32, Btf},
     maps::offsets,
     record::Record,
-    syscall::{arg, nr, numbers, ret, EntryRegs},
+    syscall::{arg, nr, numbers, remember, ret, take, EntryRegs},
 };
 
 /// From `<fcntl.h>`.
@@ -41,16 +42,17 @@ pub fn openat_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `openat2`'s flags are in user memory (`struct open_how` starts with them),
+/// which another thread could rewrite while the call runs: read once here
+/// and kept for the exit when the open may write.
 #[tracepoint]
 pub fn openat2_enter(ctx: TracePointContext) -> u32 {
-    check_if_truncating(openat2_flags(arg(&ctx, 2)));
+    let flags = unsafe { bpf_probe_read_user(arg(&ctx, 2) as *const u64) }.unwrap_or(0);
+    check_if_truncating(flags);
+    if flags & (O_WRONLY | O_RDWR | O_TRUNC) != 0 {
+        remember(EventKind::BlockOpen, [flags, 0, 0, 0]);
+    }
     0
-}
-
-/// `open_how.flags`: `struct open_how` starts with them.
-#[inline(always)]
-fn openat2_flags(how: u64) -> u64 {
-    unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -73,7 +75,7 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
     let flags = if nr == n.open {
         regs.arg(1, &o)
     } else if nr == n.openat2 {
-        openat2_flags(regs.arg(2, &o))
+        take(EventKind::BlockOpen).map_or(0, |call| call.args[0])
     } else {
         regs.arg(2, &o)
     };

@@ -76,7 +76,7 @@ impl EntryRegs {
 }
 
 /// What an entry probe saw that its exit cannot: a shrinking `ftruncate`'s
-/// size before, a block-device write's position. Rare calls only: a map
+/// size before, a block-device write's position, `openat2`'s flags. Rare calls only: a map
 /// insert and delete per syscall would cost every process on the host.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -289,3 +289,47 @@ fn rename_over_a_file_and_truncations_are_events() {
     assert_eq!(redirects[0]["path"], dir.join("to-redirect").to_str().unwrap());
     agent.stop();
 }
+
+/// `openat2` keeps its flags in user memory: an existing file it truncates
+/// is reported, a file it creates or only reads is not.
+#[test]
+fn openat2_truncating_an_existing_file_is_reported() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path();
+    std::fs::write(dir.join("existing"), b"some bytes").unwrap();
+    std::fs::write(dir.join("read-only"), b"some bytes").unwrap();
+    let agent = Agent::start(&sandbox);
+
+    let openat2 = |name: &str, flags: i32| {
+        let path = std::ffi::CString::new(dir.join(name).as_os_str().as_bytes()).unwrap();
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (flags | libc::O_CLOEXEC) as u64;
+        how.mode = if flags & libc::O_CREAT != 0 { 0o644 } else { 0 };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        assert!(fd >= 0, "openat2 {name}: {}", std::io::Error::last_os_error());
+        unsafe { libc::close(fd as i32) };
+    };
+    openat2("existing", libc::O_WRONLY | libc::O_TRUNC);
+    openat2("brand-new", libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
+    openat2("read-only", libc::O_RDONLY);
+
+    let me = std::process::id();
+    let everything = agent.everything_until_now(&sandbox);
+    let cut: Vec<_> = everything
+        .iter()
+        .filter(|e| by_pid(me)(e) && of_type("truncate")(e))
+        .collect();
+    assert_eq!(cut.len(), 1, "only the existing file counts: {cut:?}");
+    assert_eq!(cut[0]["op"], "open_trunc");
+    assert_eq!(cut[0]["path"], dir.join("existing").to_str().unwrap());
+    assert_eq!(std::fs::metadata(dir.join("existing")).unwrap().len(), 0);
+    agent.stop();
+}

@@ -217,7 +217,7 @@ fn a_path_near_path_max_arrives_whole() {
 fn a_directory_deeper_than_the_walk_is_flagged_incomplete() {
     let sandbox = Sandbox::new();
     // The probe walks 1024 levels: 1100 of one-letter names stay within
-    // PATH_MAX, so the test can make them in one call.
+    // PATH_MAX, so the whole path can be named at once.
     let mut deep = sandbox.path().to_path_buf();
     for _ in 0..1100 {
         deep.push("d");

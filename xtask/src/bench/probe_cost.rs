@@ -4,7 +4,8 @@
 //! percent in noise; this does not, so it is how a probe change's
 //! before/after is read (with `LEVEE_BENCH_BASELINE_AGENT`, interleaved in
 //! one run). The statistics add two clock reads to every program run: compare
-//! builds, not absolute numbers.
+//! builds, not absolute numbers. Every program loaded while the agent
+//! starts is taken for its own: run it with no other BPF users starting.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -58,7 +59,14 @@ fn spent(
 pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let mut builds = vec![("levee", agent_bin.to_path_buf())];
     if let Some(baseline) = std::env::var_os(super::overhead::BASELINE_ENV) {
-        builds.push(("baseline", PathBuf::from(baseline)));
+        let baseline = PathBuf::from(baseline);
+        anyhow::ensure!(
+            baseline.is_file(),
+            "{}={}: no such file",
+            super::overhead::BASELINE_ENV,
+            baseline.display()
+        );
+        builds.push(("baseline", baseline));
     }
     let fs = Tmpfs::new()?;
     let dir = fs.path();
