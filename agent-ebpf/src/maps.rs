@@ -56,9 +56,8 @@ pub fn wakeup_flags(delivery: Delivery) -> u64 {
     // CPU (a VM exit on a virtual machine). No record is longer than the
     // window, so at least one lands in it on the way past the threshold;
     // past it the agent is awake and reading, and what a race leaves unread
-    // its poll finds. One unsigned comparison (threshold - RECORD_MAX <=
-    // unread < threshold), and no other branch: each one more here multiplies
-    // the verifier's states through the probes' path walks, past its limit.
+    // its poll finds. One unsigned comparison: threshold - RECORD_MAX <=
+    // unread < threshold.
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     if unread.wrapping_sub(threshold - RECORD_MAX as u64) < RECORD_MAX as u64 {
         BPF_RB_FORCE_WAKEUP as u64

@@ -74,8 +74,8 @@ impl<T: 'static> Record<T> {
     /// Keeps the call's arguments in map memory and reads them back, which
     /// the verifier cannot follow: what an exit chose per syscall (a
     /// constant `AT_FDCWD` here, a register there) becomes one unknown
-    /// value, so the choices converge before the path walks instead of each
-    /// being walked again, past the verifier's limit.
+    /// value, so the choices converge before the path walks instead of the
+    /// verifier checking the rest of the probe once per choice.
     #[inline(always)]
     pub fn args(&self, args: [u64; 5]) -> [u64; 5] {
         let slot = unsafe { &raw mut (*self.scratch).args };
