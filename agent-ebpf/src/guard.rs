@@ -179,7 +179,7 @@ impl Subject {
             uid: bpf_get_current_uid_gid() as u32,
             audit_session: task::audit_session(current, o),
             sid: task::sid(current, o),
-            flags: task::flags(current, o) | if is_exempt_pid(pid) { TASK_FLAG_EXEMPT } else { 0 },
+            flags: task::flags(current, pid, o),
         }
     }
 }

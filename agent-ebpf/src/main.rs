@@ -7,8 +7,9 @@
 //! Layout: `maps` (shared maps and globals), `kernel` and `task` (reading
 //! kernel memory), `files` (fd → file → inode), `path` (rebuilding paths),
 //! `record` (building a ring-buffer record), `syscall` (a syscall's
-//! arguments, read at exit from the registers it was entered with), `guard` (per-session limits and kills), then one
-//! module per probe family: `fs`, `open`, `block`, `process`.
+//! arguments, read at exit from the registers it was entered with), `guard`
+//! (per-session limits and kills), then one module per probe family: `fs`,
+//! `open`, `block`, `process`.
 #![no_std]
 #![no_main]
 

@@ -27,6 +27,8 @@ use crate::{
 const O_WRONLY: u64 = 0o1;
 const O_RDWR: u64 = 0o2;
 const O_TRUNC: u64 = 0o1000;
+/// Flags of an open that may destroy: for writing, or truncating.
+const WRITING: u64 = O_WRONLY | O_RDWR | O_TRUNC;
 /// `FMODE_CREATED` from `<linux/fs.h>`: this open created the file.
 const FMODE_CREATED: u32 = 1 << 20;
 
@@ -49,7 +51,7 @@ pub fn openat_enter(ctx: TracePointContext) -> u32 {
 pub fn openat2_enter(ctx: TracePointContext) -> u32 {
     let flags = unsafe { bpf_probe_read_user(arg(&ctx, 2) as *const u64) }.unwrap_or(0);
     check_if_truncating(flags);
-    if flags & (O_WRONLY | O_RDWR | O_TRUNC) != 0 {
+    if flags & WRITING != 0 {
         remember(EventKind::BlockOpen, [flags, 0, 0, 0]);
     }
     0
@@ -79,7 +81,7 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
     } else {
         regs.arg(2, &o)
     };
-    if flags & (O_WRONLY | O_RDWR | O_TRUNC) == 0 {
+    if flags & WRITING == 0 {
         return 0;
     }
     let file = fd_file(Btf::current_task(), fd, &o);

@@ -35,13 +35,12 @@ pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
     info.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     info.start_ns = task.ptr(o.task_group_leader).u64(o.task_start_boottime);
     info.ppid = task.ptr(o.task_real_parent).u32(o.task_tgid);
-    info.flags = flags(task, o) | if crate::guard::is_exempt_pid(info.pid) { TASK_FLAG_EXEMPT } else { 0 };
+    info.flags = flags(task, info.pid, o);
     // Offset 0 means the kernel has no audit fields: no login session.
     info.loginuid = if o.task_loginuid != 0 { task.u32(o.task_loginuid) } else { AUDIT_UNSET };
-    let signal = task.ptr(o.task_signal);
     info.audit_session = audit_session(task, o);
-    info.sid = signal.ptr(o.signal_sid).u32(o.pid_nr);
-    info.pgid = signal.ptr(o.signal_pgid).u32(o.pid_nr);
+    info.sid = sid(task, o);
+    info.pgid = signal_pid(task, o.signal_pgid, o);
 }
 
 #[inline(always)]
@@ -54,14 +53,12 @@ pub fn cgroup_id() -> u64 {
     unsafe { bpf_get_current_cgroup_id() }
 }
 
-/// `TASK_FLAG_*` bits of `task`.
+/// `TASK_FLAG_*` bits of `task`, whose process is `pid`.
 #[inline(always)]
-pub fn flags(task: Btf, o: &KernelOffsets) -> u32 {
-    if task.u32(o.task_flags) & PF_KTHREAD != 0 {
-        TASK_FLAG_KTHREAD
-    } else {
-        0
-    }
+pub fn flags(task: Btf, pid: u32, o: &KernelOffsets) -> u32 {
+    let kthread = if task.u32(o.task_flags) & PF_KTHREAD != 0 { TASK_FLAG_KTHREAD } else { 0 };
+    let exempt = if crate::guard::is_exempt_pid(pid) { TASK_FLAG_EXEMPT } else { 0 };
+    kthread | exempt
 }
 
 /// The audit session of `task`, or [`AUDIT_UNSET`].
@@ -77,5 +74,12 @@ pub fn audit_session(task: Btf, o: &KernelOffsets) -> u32 {
 /// The POSIX session of `task`.
 #[inline(always)]
 pub fn sid(task: Btf, o: &KernelOffsets) -> u32 {
-    task.ptr(o.task_signal).ptr(o.signal_sid).u32(o.pid_nr)
+    signal_pid(task, o.signal_sid, o)
+}
+
+/// The number of the pid `task`'s process shares at `slot` of
+/// `signal_struct.pids` (its session or process group).
+#[inline(always)]
+fn signal_pid(task: Btf, slot: u32, o: &KernelOffsets) -> u32 {
+    task.ptr(o.task_signal).ptr(slot).u32(o.pid_nr)
 }

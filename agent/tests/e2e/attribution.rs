@@ -279,15 +279,20 @@ fn rename_over_a_file_and_truncations_are_events() {
     assert_eq!(cut[0]["size_before"], 13);
     assert_eq!(cut[0]["path"], dir.join("to-trunc").to_str().unwrap());
 
-    let everything = agent.everything_until_now(&sandbox);
-    let redirects: Vec<_> = everything
-        .iter()
-        .filter(|e| by_pid(shell)(e) && of_type("truncate")(e))
-        .collect();
+    let redirects = truncations_until_now(&agent, &sandbox, shell);
     assert_eq!(redirects.len(), 1, "only the existing file counts: {redirects:?}");
     assert_eq!(redirects[0]["op"], "open_trunc");
     assert_eq!(redirects[0]["path"], dir.join("to-redirect").to_str().unwrap());
     agent.stop();
+}
+
+/// Every truncation by `pid` the agent has seen so far.
+fn truncations_until_now(agent: &Agent, sandbox: &Sandbox, pid: u32) -> Vec<Value> {
+    let everything = agent.everything_until_now(sandbox);
+    everything
+        .into_iter()
+        .filter(|e| by_pid(pid)(e) && of_type("truncate")(e))
+        .collect()
 }
 
 /// `openat2` keeps its flags in user memory: an existing file it truncates
@@ -321,12 +326,7 @@ fn openat2_truncating_an_existing_file_is_reported() {
     openat2("brand-new", libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
     openat2("read-only", libc::O_RDONLY);
 
-    let me = std::process::id();
-    let everything = agent.everything_until_now(&sandbox);
-    let cut: Vec<_> = everything
-        .iter()
-        .filter(|e| by_pid(me)(e) && of_type("truncate")(e))
-        .collect();
+    let cut = truncations_until_now(&agent, &sandbox, std::process::id());
     assert_eq!(cut.len(), 1, "only the existing file counts: {cut:?}");
     assert_eq!(cut[0]["op"], "open_trunc");
     assert_eq!(cut[0]["path"], dir.join("existing").to_str().unwrap());

@@ -59,6 +59,13 @@ fn nest(top: &Path, levels: usize, name: &str, files: usize) {
     }
 }
 
+/// The guard's promise for a protected class: `rm` killed, at most one file
+/// past the limit lost.
+fn assert_rm_stopped_within_limit(status: std::process::ExitStatus, lost: usize) {
+    assert!(killed(status), "rm must die by SIGKILL: {status:?}");
+    assert!(lost <= LIMIT + 1, "lost {lost} files, limit {LIMIT}");
+}
+
 fn severity_at_least_high(alert: &Value) -> bool {
     matches!(alert["severity"].as_str(), Some("high" | "critical"))
 }
@@ -72,9 +79,7 @@ fn rm_rf_of_20000_files_under_a_protected_class_is_killed_within_the_limit() {
 
     let (status, session) = in_login_session(sandbox.path(), "exec rm -rf backups");
 
-    assert!(killed(status), "rm must die by SIGKILL: {status:?}");
-    let lost = 20_000 - count_files(&backups);
-    assert!(lost <= LIMIT + 1, "lost {lost} files, limit {LIMIT}");
+    assert_rm_stopped_within_limit(status, 20_000 - count_files(&backups));
     let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
     let alert = alerts
         .iter()
@@ -123,9 +128,7 @@ fn files_nested_deeper_than_a_record_holds_still_count_in_their_class() {
 
     let (status, _) = in_login_session(sandbox.path(), "exec rm -rf backups");
 
-    assert!(killed(status), "rm must die by SIGKILL: {status:?}");
-    let lost = 3 * LIMIT - left();
-    assert!(lost <= LIMIT + 1, "lost {lost} files, limit {LIMIT}");
+    assert_rm_stopped_within_limit(status, 3 * LIMIT - left());
     agent.stop();
 }
 
@@ -142,9 +145,7 @@ fn an_agent_in_a_mount_namespace_of_its_own_guards_the_hosts_directories() {
 
     let (status, session) = in_login_session(sandbox.path(), "exec rm -rf backups");
 
-    assert!(killed(status), "rm must die by SIGKILL: {status:?}");
-    let lost = 2_000 - count_files(&backups);
-    assert!(lost <= LIMIT + 1, "lost {lost} files, limit {LIMIT}");
+    assert_rm_stopped_within_limit(status, 2_000 - count_files(&backups));
     let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
     let alert = alerts
         .iter()

@@ -81,6 +81,13 @@ pub fn monitor_policy(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(policy)
 }
 
+/// The median of `values`, in any order.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 50.0)
+}
+
 /// `p`-th percentile (0..=100) of sorted `values`, nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

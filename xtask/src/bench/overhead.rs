@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::Context;
 
-use super::{agent::QuietAgent, machine, monitor_policy, percentile, LoopDevice, Tmpfs};
+use super::{agent::QuietAgent, machine, median, monitor_policy, percentile, LoopDevice, Tmpfs};
 
 const ROUNDS: usize = 7;
 const FILES: usize = 200_000;
@@ -159,11 +159,6 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
             drop(running);
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 50.0)
-    };
     // Per-round ratios to the round's own "off", then their distribution.
     let ratios = |off: &[f64], on: &[f64]| {
         let mut r: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b).collect();

@@ -21,9 +21,9 @@ use aya::{
 
 use super::{
     agent::QuietAgent,
-    machine, monitor_policy,
+    machine, median, monitor_policy,
     overhead::{prepare_mixed, WORKLOADS},
-    percentile, Tmpfs,
+    Tmpfs,
 };
 
 const ROUNDS: usize = 3;
@@ -96,11 +96,6 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
             }
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 50.0)
-    };
     let baseline = builds.len() > 1;
     let mut table = format!(
         "| probe CPU per workload run ({ROUNDS} interleaved rounds, BPF run-time statistics) | levee (ms, median) |{}\n|---|---|{}\n",
