@@ -54,8 +54,9 @@ impl SessionKind {
 pub const SCRIPT_PATH_LEN: usize = 256;
 
 /// An allowlisted executable's absolute path, NUL-padded: the key the probes
-/// look the `execve` filename up by.
-#[repr(C)]
+/// look the `execve` filename up by. Aligned so the probes can clear it a
+/// word at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ScriptPath(pub [u8; SCRIPT_PATH_LEN]);
 
@@ -124,8 +125,16 @@ pub struct GuardConfig {
     /// 1: a marked session's processes are killed at exec too (a shell loop
     /// running one `rm` per file loses nothing more).
     pub kill_marked_on_exec: u32,
-    pub _pad: u32,
+    /// Which of the exemption maps the agent fills hold entries
+    /// (`EXEMPT_LIST_*` bits): the probes skip lookups in empty ones. Set
+    /// before a map's first entry goes in, cleared after its last goes.
+    pub exempt_lists: u32,
 }
+
+/// [`GuardConfig::exempt_lists`]: allowlisted users are listed.
+pub const EXEMPT_LIST_UIDS: u32 = 1;
+/// [`GuardConfig::exempt_lists`]: allowlisted cgroups are listed.
+pub const EXEMPT_LIST_CGROUPS: u32 = 2;
 
 /// A protected directory, by device and inode (the agent stats the policy's
 /// paths). Kernel `dev_t` encoding, as `super_block.s_dev`.

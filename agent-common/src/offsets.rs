@@ -34,6 +34,12 @@ pub struct KernelOffsets {
     pub task_mm: u32,
     /// `task_struct.signal`
     pub task_signal: u32,
+    /// `task_struct.comm`
+    pub task_comm: u32,
+    /// `task_struct.cred`
+    pub task_cred: u32,
+    /// `task_struct.cgroups`
+    pub task_cgroups: u32,
     /// `task_struct.loginuid` (0: no audit support)
     pub task_loginuid: u32,
     /// `task_struct.sessionid` (0: no audit support)
@@ -80,8 +86,6 @@ pub struct KernelOffsets {
     pub inode_rdev: u32,
     /// `inode.i_size`
     pub inode_size: u32,
-    /// `dentry.d_inode`
-    pub dentry_inode: u32,
     /// `dentry.d_sb`
     pub dentry_sb: u32,
     /// `inode.i_ino`
@@ -90,16 +94,26 @@ pub struct KernelOffsets {
     pub inode_sb: u32,
     /// `linux_binprm.file`
     pub bprm_file: u32,
+    /// `linux_binprm.filename`
+    pub bprm_filename: u32,
     /// `linux_binprm.executable` (the script, for `#!` programs; 0 on
     /// kernels without it)
     pub bprm_executable: u32,
-    pub _pad: u32,
+    /// `cred.uid.val`
+    pub cred_uid: u32,
+    /// `cred.gid.val`
+    pub cred_gid: u32,
+    /// `css_set.dfl_cgrp`: the task's cgroup v2 cgroup
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`: the cgroup id
+    pub kernfs_node_id: u32,
     /// `super_block.s_dev`
     pub sb_dev: u32,
-    /// `dentry.d_parent`
-    pub dentry_parent: u32,
-    /// `dentry.d_name.name`
-    pub dentry_name: u32,
+    /// `dentry.d_parent`, which `d_name` (`hash_len`, `name`) and `d_inode`
+    /// follow: the agent checks that they do, and walks read the four in one go
+    pub dentry_links: u32,
     /// `vfsmount.mnt_root`
     pub vfsmount_root: u32,
     /// `mount.mnt` (the `vfsmount` embedded in a `struct mount`)
@@ -111,7 +125,6 @@ pub struct KernelOffsets {
     /// Where in `struct pt_regs` the syscall arguments are, in order
     /// (`di`, `si`, `dx`, `r10`, `r8` on x86-64).
     pub syscall_args: [u32; crate::syscall::SYSCALL_ARGS],
-    pub _pad2: u32,
 }
 
 impl KernelOffsets {
@@ -120,4 +133,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 216);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 236);

@@ -8,16 +8,13 @@ use agent_common::{
     event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
     guard::{
         DirKey, Exemption, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, ScriptPath, SessionCounts, SessionId,
-        SessionKind, CLASS_ANY, CLASS_COUNT, SCRIPT_PATH_LEN,
+        SessionKind, CLASS_ANY, CLASS_COUNT, EXEMPT_LIST_CGROUPS, EXEMPT_LIST_UIDS, SCRIPT_PATH_LEN,
     },
     EventKind, KernelOffsets, TaskInfo,
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_probe_read_user_str, bpf_send_signal},
-    },
+    helpers::generated::{bpf_probe_read_kernel_str, bpf_send_signal},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -41,6 +38,10 @@ static MARKED: HashMap<SessionId, Mark> = HashMap::with_max_entries(4096, 0);
 /// Protected directories → path class (1..CLASS_COUNT).
 #[map]
 static PROTECTED_DIRS: HashMap<DirKey, u32> = HashMap::with_max_entries(1024, 0);
+/// The devices `PROTECTED_DIRS` has directories on: walks skip the
+/// per-directory lookup on every other filesystem.
+#[map]
+static PROTECTED_DIR_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 /// Devices holding a filesystem or partition table (kernel `dev_t`).
 #[map]
 static PROTECTED_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
@@ -60,54 +61,52 @@ static EXEMPT_EXES: HashMap<DirKey, u32> = HashMap::with_max_entries(256, 0);
 /// Allowlisted executables and scripts, by the absolute path they are run by.
 #[map]
 static EXEMPT_PATHS: HashMap<ScriptPath, u32> = HashMap::with_max_entries(256, 0);
-/// Threads whose `execve` named an allowlisted path, until the exec succeeds.
-#[map]
-static PENDING_EXEMPT: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 0);
 /// Room to build a path key (too large for the stack).
 #[map]
 static PATH_KEY: PerCpuArray<ScriptPath> = PerCpuArray::with_max_entries(1, 0);
 
-/// At `execve` entry: if `filename` is an allowlisted path, the exec is
-/// exempted once it succeeds. A script's own file is gone by then (the
-/// interpreter replaced it), so scripts are recognised here, by path.
-#[inline(always)]
-pub fn note_allowlisted_exec(filename: u64) {
-    let Some(key) = PATH_KEY.get_ptr_mut(0) else { return };
-    let key = unsafe { &mut *key };
-    key.0 = [0; SCRIPT_PATH_LEN];
-    let read =
-        unsafe { bpf_probe_read_user_str(key.0.as_mut_ptr().cast(), SCRIPT_PATH_LEN as u32, filename as *const _) };
-    if read > 0 && unsafe { EXEMPT_PATHS.get(key) }.is_some() {
-        let _ = PENDING_EXEMPT.insert(&bpf_get_current_pid_tgid(), &1, 0);
-    }
-}
-
-/// At a successful exec: a process running an allowlisted executable (by
-/// inode) or script (by the path noted at entry) is exempt from here on,
-/// before it can delete anything.
+/// At a successful exec (`bprm` in hand): a process running an allowlisted
+/// executable or script, by inode or by the path it was run by, is exempt
+/// from here on, before it can delete anything.
 #[inline(always)]
 pub fn exempt_if_allowlisted(bprm: u64, pid: u32, o: &KernelOffsets) {
-    let thread = bpf_get_current_pid_tgid();
-    if unsafe { PENDING_EXEMPT.get(&thread) }.is_some() {
-        let _ = PENDING_EXEMPT.remove(&thread);
-        let _ = EXEMPT_PIDS.insert(&pid, &(Exemption::Allowlisted as u32), 0);
-        return;
-    }
+    // A script's own file, where the kernel keeps it; else (older kernels,
+    // where only the interpreter is left) scripts are known by path alone.
     let script = if o.bprm_executable != 0 { read_u64(bprm, o.bprm_executable) } else { 0 };
     let file = if script != 0 { script } else { read_u64(bprm, o.bprm_file) };
     let inode = read_u64(file, o.file_inode);
     let key =
         DirKey { dev: read_u32(read_u64(inode, o.inode_sb), o.sb_dev), _pad: 0, ino: read_u64(inode, o.inode_ino) };
-    match unsafe { EXEMPT_EXES.get(&key) } {
-        Some(exemption) => {
-            let _ = EXEMPT_PIDS.insert(&pid, exemption, 0);
-        }
+    let by_inode = unsafe { EXEMPT_EXES.get(&key) }.copied().unwrap_or(0);
+    // Allowlisted wins over spared, as in the agent's maps.
+    let allowlisted = Exemption::Allowlisted as u32;
+    let exemption = if by_inode != allowlisted && allowlisted_path(read_u64(bprm, o.bprm_filename)) {
+        allowlisted
+    } else {
+        by_inode
+    };
+    if exemption != 0 {
+        let _ = EXEMPT_PIDS.insert(&pid, &exemption, 0);
+    } else if exemption_of(pid) == Exemption::Spared as u32 {
         // A spared program that runs another is spared no more.
-        None if exemption_of(pid) == Exemption::Spared as u32 => {
-            let _ = EXEMPT_PIDS.remove(&pid);
-        }
-        None => {}
+        let _ = EXEMPT_PIDS.remove(&pid);
     }
+}
+
+/// Whether `filename` (`linux_binprm.filename`, the kernel's copy of what
+/// `execve` was given) is an allowlisted path.
+#[inline(always)]
+fn allowlisted_path(filename: u64) -> bool {
+    let Some(key) = PATH_KEY.get_ptr_mut(0) else { return false };
+    let key = unsafe { &mut *key };
+    // Word by word, volatile: a plain `[0; N]` compiles to a byte-by-byte loop.
+    let words = key.0.as_mut_ptr().cast::<u64>();
+    for i in 0..SCRIPT_PATH_LEN / 8 {
+        unsafe { words.add(i).write_volatile(0) };
+    }
+    let read =
+        unsafe { bpf_probe_read_kernel_str(key.0.as_mut_ptr().cast(), SCRIPT_PATH_LEN as u32, filename as *const _) };
+    read > 0 && unsafe { EXEMPT_PATHS.get(key) }.is_some()
 }
 
 /// Process `pid`'s `Exemption` as a number, 0 if none.
@@ -171,12 +170,12 @@ impl Subject {
     #[inline(always)]
     fn current(o: &KernelOffsets) -> Subject {
         let current = Btf::current_task();
-        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let pid = task::pid(current, o);
         Subject {
             boot_ns: task::boot_ns(),
-            cgroup_id: task::cgroup_id(),
+            cgroup_id: task::cgroup_id(current, o),
             pid,
-            uid: bpf_get_current_uid_gid() as u32,
+            uid: task::uid(current, o),
             audit_session: task::audit_session(current, o),
             sid: task::sid(current, o),
             flags: task::flags(current, pid, o),
@@ -202,18 +201,20 @@ fn exempt(task: &Subject, cfg: &GuardConfig) -> bool {
     task.pid <= 1
         || task.flags & (TASK_FLAG_KTHREAD | TASK_FLAG_EXEMPT) != 0
         || task.pid == cfg.agent_pid
-        || unsafe { EXEMPT_UIDS.get(&task.uid) }.is_some()
-        || unsafe { EXEMPT_CGROUPS.get(&task.cgroup_id) }.is_some()
+        || (cfg.exempt_lists & EXEMPT_LIST_UIDS != 0 && unsafe { EXEMPT_UIDS.get(&task.uid) }.is_some())
+        || (cfg.exempt_lists & EXEMPT_LIST_CGROUPS != 0 && unsafe { EXEMPT_CGROUPS.get(&task.cgroup_id) }.is_some())
 }
 
-/// The protected class of a directory dentry, 0 if none.
+/// Whether device `dev` holds protected directories.
 #[inline(always)]
-pub fn dir_class(dentry: u64, o: &KernelOffsets) -> u32 {
-    let key = DirKey {
-        dev: read_u32(read_u64(dentry, o.dentry_sb), o.sb_dev),
-        _pad: 0,
-        ino: read_u64(read_u64(dentry, o.dentry_inode), o.inode_ino),
-    };
+pub fn has_protected_dirs(dev: u32) -> bool {
+    unsafe { PROTECTED_DIR_DEVS.get(&dev) }.is_some()
+}
+
+/// The protected class of a directory (its inode) on device `dev`, 0 if none.
+#[inline(always)]
+pub fn dir_class(dev: u32, inode: u64, o: &KernelOffsets) -> u32 {
+    let key = DirKey { dev, _pad: 0, ino: read_u64(inode, o.inode_ino) };
     unsafe { PROTECTED_DIRS.get(&key) }.copied().unwrap_or(0)
 }
 

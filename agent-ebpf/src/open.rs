@@ -85,10 +85,14 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let file = fd_file(Btf::current_task(), fd, &o);
+    // A file this open created held nothing, and is no device.
+    if read_u32(file, o.file_mode) & FMODE_CREATED != 0 {
+        return 0;
+    }
     let Some(inode) = Inode::of(file, &o) else { return 0 };
     match inode.file_type(&o) {
         S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, &o),
-        S_IFREG if flags & O_TRUNC != 0 && read_u32(file, o.file_mode) & FMODE_CREATED == 0 => open_trunc(fd, file, &o),
+        S_IFREG if flags & O_TRUNC != 0 => open_trunc(fd, file, &o),
         _ => {}
     }
     0

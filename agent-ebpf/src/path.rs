@@ -10,13 +10,16 @@
 use agent_common::{path::COMPONENT_CAP, path::DATA_CAP, KernelOffsets};
 use aya_ebpf::{
     cty::c_void,
-    helpers::generated::{bpf_loop, bpf_probe_read_kernel_str},
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_loop, bpf_probe_read_kernel_str},
+    },
 };
 
 use crate::{
     files::fd_file,
-    guard::dir_class,
-    kernel::{read_u64, Btf},
+    guard::{dir_class, has_protected_dirs},
+    kernel::{read_u32, read_u64, Btf},
     maps::offsets,
 };
 
@@ -70,21 +73,31 @@ pub fn dirfd_path(task: u64, dfd: i64, o: &KernelOffsets) -> Option<PathRef> {
 /// the walk stopped before the root.
 ///
 /// The innermost protected path class met on the way up goes to `*class`
-/// (left alone if none).
+/// (left alone if none). `*mount` is room for what the walk reads once per
+/// mount.
 ///
 /// One directory per `bpf_loop` iteration: the verifier checks the step once
 /// rather than once per possible depth, which kept every probe with a walk
-/// within a few percent of its instruction limit. `end` and `class` point
-/// into map memory, whose contents the verifier does not track, so the
-/// step's states converge at once.
+/// within a few percent of its instruction limit. `end`, `class` and `mount`
+/// point into map memory, whose contents the verifier does not track, so the
+/// step's states converge at once (on the stack, their values would make
+/// each iteration a new state to check).
 #[inline(always)]
-pub fn write_components(from: PathRef, root: PathRef, data: *mut u8, end: *mut u32, class: *mut u32) -> bool {
-    let mut walk = Walk { at: from, root, data, end, class, ended: 0, full: 0 };
+pub fn write_components(
+    from: PathRef,
+    root: PathRef,
+    data: *mut u8,
+    end: *mut u32,
+    class: *mut u32,
+    mount: *mut Mount,
+) -> bool {
+    unsafe { (&raw mut (*mount).vfsmount).write_volatile(0) };
+    let mut walk = Walk { at: from, root, data, end, class, mount, state: 0 };
     // The callback must reach the loader as a function reference, never as a
     // number: a cast through an integer would lose its relocation.
     let step: unsafe extern "C" fn(u64, *mut c_void) -> i64 = step;
     unsafe { bpf_loop(MAX_DEPTH, step as *mut c_void, (&raw mut walk).cast(), 0) };
-    walk.ended == 0 || walk.full != 0
+    walk.state & ENDED == 0 || walk.state & FULL != 0
 }
 
 /// A walk in progress, on the caller's stack.
@@ -95,10 +108,47 @@ struct Walk {
     data: *mut u8,
     end: *mut u32,
     class: *mut u32,
-    /// Set when the walk reached the root, or could go no higher.
-    ended: u64,
-    /// Set when a name did not fit: the walk goes on to find the class.
-    full: u64,
+    mount: *mut Mount,
+    /// `ENDED` | `FULL` bits. One word: two zeroed fields would compile to
+    /// a byte-by-byte loop.
+    state: u64,
+}
+
+/// [`Walk::state`]: the walk reached the root, or could go no higher.
+const ENDED: u64 = 1;
+/// [`Walk::state`]: a name did not fit; the walk goes on to find the class.
+const FULL: u64 = 2;
+
+/// What holds for every directory of the mount a walk is on: read once per
+/// mount rather than once per directory.
+#[repr(C)]
+pub struct Mount {
+    vfsmount: u64,
+    /// `vfsmount.mnt_root`: where the walk crosses to the parent mount.
+    root: u64,
+    /// The filesystem's device (`super_block.s_dev`).
+    dev: u32,
+    /// Whether protected directories live on `dev` (1): directories
+    /// elsewhere skip the lookup.
+    protected: u32,
+}
+
+/// A dentry's `d_parent`, `d_name` and `d_inode`, read in one go (the agent
+/// checks that they lie so, see `KernelOffsets::dentry_links`).
+#[repr(C)]
+struct Links {
+    parent: u64,
+    _hash_len: u64,
+    name: u64,
+    inode: u64,
+}
+
+impl Links {
+    #[inline(always)]
+    fn of(dentry: u64, o: &KernelOffsets) -> Links {
+        let at = (dentry + o.dentry_links as u64) as *const Links;
+        unsafe { bpf_probe_read_kernel(at) }.unwrap_or(Links { parent: 0, _hash_len: 0, name: 0, inode: 0 })
+    }
 }
 
 /// One directory up. Returns 0 to go on, 1 to stop (`bpf_loop`'s contract).
@@ -110,38 +160,52 @@ unsafe extern "C" fn step(_: u64, walk: *mut c_void) -> i64 {
     let walk = unsafe { &mut *walk.cast::<Walk>() };
     let o = offsets();
     let at = walk.at;
-    if unsafe { walk.class.read_volatile() } == 0 {
-        let found = dir_class(at.dentry, &o);
+    let links = Links::of(at.dentry, &o);
+    // Volatile: map memory, read and written as such (see `write_components`).
+    let mount = walk.mount;
+    if at.vfsmount != unsafe { (&raw const (*mount).vfsmount).read_volatile() } {
+        let dev = read_u32(read_u64(at.dentry, o.dentry_sb), o.sb_dev);
+        let fresh = Mount {
+            vfsmount: at.vfsmount,
+            root: read_u64(at.vfsmount, o.vfsmount_root),
+            dev,
+            protected: has_protected_dirs(dev) as u32,
+        };
+        unsafe { mount.write_volatile(fresh) };
+    }
+    let Mount { root: mount_root, dev, protected, .. } = unsafe { mount.read_volatile() };
+    if protected != 0 && unsafe { walk.class.read_volatile() } == 0 {
+        let found = dir_class(dev, links.inode, &o);
         if found != 0 {
             unsafe { walk.class.write_volatile(found) };
         }
     }
     if at == walk.root {
-        walk.ended = 1;
+        walk.state |= ENDED;
         return 1;
     }
-    let mount = at.vfsmount - o.mount_vfsmount as u64;
-    if at.dentry == read_u64(at.vfsmount, o.vfsmount_root) {
+    if at.dentry == mount_root {
         // At the root of a mount: continue from where it is mounted.
-        let parent = read_u64(mount, o.mount_parent);
-        if parent == 0 || parent == mount {
-            walk.ended = 1;
+        let mnt = at.vfsmount - o.mount_vfsmount as u64;
+        let parent = read_u64(mnt, o.mount_parent);
+        if parent == 0 || parent == mnt {
+            walk.state |= ENDED;
             return 1;
         }
-        walk.at = PathRef { vfsmount: parent + o.mount_vfsmount as u64, dentry: read_u64(mount, o.mount_mountpoint) };
+        walk.at = PathRef { vfsmount: parent + o.mount_vfsmount as u64, dentry: read_u64(mnt, o.mount_mountpoint) };
         return 0;
     }
-    let parent = read_u64(at.dentry, o.dentry_parent);
+    let parent = links.parent;
     if parent == 0 || parent == at.dentry {
-        walk.ended = 1;
+        walk.state |= ENDED;
         return 1;
     }
     walk.at.dentry = parent;
-    if walk.full != 0 {
+    if walk.state & FULL != 0 {
         return 0;
     }
     let offset = unsafe { walk.end.read_volatile() } as usize;
-    let name = read_u64(at.dentry, o.dentry_name);
+    let name = links.name;
     // The mask is a no-op after the check; it is what lets the verifier
     // prove the write stays inside the buffer.
     let n = if offset > DATA_CAP - COMPONENT_CAP {
@@ -151,7 +215,7 @@ unsafe extern "C" fn step(_: u64, walk: *mut c_void) -> i64 {
         unsafe { bpf_probe_read_kernel_str(dst.cast(), COMPONENT_CAP as u32, name as *const _) }
     };
     if n <= 0 {
-        walk.full = 1;
+        walk.state |= FULL;
     } else {
         unsafe { walk.end.write_volatile((offset + n as usize) as u32) };
     }

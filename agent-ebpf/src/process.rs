@@ -13,27 +13,18 @@ use aya_ebpf::{
 
 use crate::{
     guard,
-    kernel::{read_u32, read_u64},
+    kernel::{read_u32, read_u64, Btf},
     maps::offsets,
     record::Record,
-    syscall::{arg, field},
+    syscall::field,
     task,
 };
 
-/// `sys_enter_execve`: a marked session's process dies here, before the new
-/// program runs a single instruction.
+/// `sys_enter_execve` and `sys_enter_execveat`: a marked session's process
+/// dies here, before the new program runs a single instruction.
 #[tracepoint]
-pub fn execve_enter(ctx: TracePointContext) -> u32 {
+pub fn execve_enter(_ctx: TracePointContext) -> u32 {
     guard::check_marked(GuardHook::Exec);
-    guard::note_allowlisted_exec(arg(&ctx, 0));
-    0
-}
-
-/// `sys_enter_execveat`, as `execve_enter` (the filename is the second argument).
-#[tracepoint]
-pub fn execveat_enter(ctx: TracePointContext) -> u32 {
-    guard::check_marked(GuardHook::Exec);
-    guard::note_allowlisted_exec(arg(&ctx, 1));
     0
 }
 
@@ -46,13 +37,12 @@ const EXIT_GROUP_DEAD: usize = 32;
 pub fn exec(_ctx: TracePointContext) -> u32 {
     let o = offsets();
     let Some(record) = Record::<RawExec>::start(EventKind::Exec, &o) else { return 0 };
-    let mm = read_u64(task::current(), o.task_mm);
-    let arg_start = read_u64(mm, o.mm_arg_start);
-    let total = read_u64(mm, o.mm_arg_end).saturating_sub(arg_start);
+    let mm = Btf::current_task().ptr(o.task_mm);
+    let arg_start = mm.u64(o.mm_arg_start);
+    let total = mm.u64(o.mm_arg_end).saturating_sub(arg_start);
     let want = if total > ARGV_CAP as u64 { ARGV_CAP } else { total as usize };
     let argv_len = record.push_user_bytes(arg_start, want);
-    let exe_file = read_u64(mm, o.mm_exe_file);
-    let exe = if exe_file != 0 { record.push_file_path(exe_file, &o) } else { Default::default() };
+    let exe = record.push_file_path(mm.u64(o.mm_exe_file), &o);
     let fixed = record.fixed();
     fixed.argv_len = argv_len;
     fixed.argv_total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
@@ -66,8 +56,7 @@ pub fn exec(_ctx: TracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn exec_allowlist(ctx: RawTracePointContext) -> u32 {
     let o = offsets();
-    let pid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    guard::exempt_if_allowlisted(ctx.arg(2), pid, &o);
+    guard::exempt_if_allowlisted(ctx.arg(2), task::pid(Btf::current_task(), &o), &o);
     0
 }
 
@@ -97,9 +86,9 @@ pub fn exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = offsets();
-    guard::forget_exemption((aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32);
+    guard::forget_exemption(task::pid(Btf::current_task(), &o));
     let Some(record) = Record::<RawExit>::start(EventKind::Exit, &o) else { return 0 };
-    record.fixed().exit_code = read_u32(task::current(), o.task_exit_code);
+    record.fixed().exit_code = Btf::current_task().u32(o.task_exit_code);
     record.submit();
     0
 }

@@ -40,6 +40,8 @@ pub struct Scratch {
     end: u32,
     /// Protected path class met by the last walk (0: none).
     class: u32,
+    /// A walk's mount, see `path::write_components`.
+    mount: path::Mount,
     /// The call's arguments, see [`Record::args`].
     args: [u64; 5],
 }
@@ -121,49 +123,48 @@ impl<T: 'static> Record<T> {
     /// relative, the directory behind `dfd` (or the cwd for `AT_FDCWD`).
     #[inline(always)]
     pub fn push_user_path(&self, name: u64, dfd: i64, o: &KernelOffsets) -> RawPath {
-        let mut path = RawPath::default();
+        // Built from values at the end, never zeroed first: the compiler
+        // zeroes with a byte-by-byte loop.
         let start = self.end();
         if start >= DATA_CAP {
-            path.flags = PATH_FLAG_NAME_UNREADABLE | PATH_FLAG_DIR_TRUNCATED;
-            return path;
+            return path_of(0, 0, PATH_FLAG_NAME_UNREADABLE | PATH_FLAG_DIR_TRUNCATED);
         }
         let dst = unsafe { self.data().add(start & MASK) };
         let read = unsafe { bpf_probe_read_user_str(dst.cast(), NAME_CAP as u32, name as *const _) };
         if read <= 0 {
-            path.flags |= PATH_FLAG_NAME_UNREADABLE;
-            return path;
+            return path_of(0, 0, PATH_FLAG_NAME_UNREADABLE);
         }
-        if read as usize == NAME_CAP {
-            path.flags |= PATH_FLAG_NAME_TRUNCATED;
-        }
+        let mut flags = if read as usize == NAME_CAP { PATH_FLAG_NAME_TRUNCATED } else { 0 };
         let name_len = read as usize - 1;
-        path.name_len = name_len as u32;
         self.set_end(start + name_len);
         let first = unsafe { *dst };
         if name_len == 0 || first == b'/' {
-            return path;
+            return path_of(name_len, 0, flags);
         }
         let task = task::current();
-        if let Some(dir) = path::dirfd_path(task, dfd, o) {
-            path.flags |= PATH_FLAG_DIR_RESOLVED | self.walk(dir, task, o);
-            path.dir_len = (self.end() - start - name_len) as u32;
-        }
-        path
+        let Some(dir) = path::dirfd_path(task, dfd, o) else { return path_of(name_len, 0, flags) };
+        flags |= PATH_FLAG_DIR_RESOLVED | self.walk(dir, task, o);
+        path_of(name_len, self.end() - start - name_len, flags)
     }
 
-    /// Appends the path of an open file (all components, no name).
+    /// Appends the path of an open file (all components, no name); nothing,
+    /// and a path flagged unresolved, for no file (0).
     #[inline(always)]
     pub fn push_file_path(&self, file: u64, o: &KernelOffsets) -> RawPath {
+        if file == 0 {
+            return path_of(0, 0, 0);
+        }
         let start = self.end();
         let flags = PATH_FLAG_DIR_RESOLVED | self.walk(path::file_path(file, o), task::current(), o);
-        RawPath { name_len: 0, dir_len: self.end().saturating_sub(start) as u32, flags, _pad: 0 }
+        path_of(0, self.end().saturating_sub(start), flags)
     }
 
     #[inline(always)]
     fn walk(&self, from: PathRef, task: u64, o: &KernelOffsets) -> u32 {
         let root = path::task_root(task, o);
         let class = unsafe { &raw mut (*self.scratch).class };
-        if path::write_components(from, root, self.data(), self.end_ptr(), class) {
+        let mount = unsafe { &raw mut (*self.scratch).mount };
+        if path::write_components(from, root, self.data(), self.end_ptr(), class, mount) {
             PATH_FLAG_DIR_TRUNCATED
         } else {
             0
@@ -220,4 +221,9 @@ impl<T: 'static> Record<T> {
             count(Counter::RingBufferFull);
         }
     }
+}
+
+#[inline(always)]
+fn path_of(name_len: usize, dir_len: usize, flags: u32) -> RawPath {
+    RawPath { name_len: name_len as u32, dir_len: dir_len as u32, flags, _pad: 0 }
 }

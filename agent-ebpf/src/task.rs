@@ -1,13 +1,14 @@
 //! Who is making the current syscall.
+//!
+//! Every field is a BTF-typed load from the current `task_struct` (see
+//! [`Btf`]) rather than a `bpf_get_current_*` helper: each record reads a
+//! dozen of them, and a helper call costs more than the load it wraps.
 
 use agent_common::{
     event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
     KernelOffsets, TaskInfo,
 };
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns},
-};
+use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_ktime_get_boot_ns};
 
 use crate::kernel::Btf;
 
@@ -24,15 +25,18 @@ pub fn current() -> u64 {
 #[inline(always)]
 pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
     let task = Btf::current_task();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
+    let cred = task.ptr(o.task_cred);
     info.boot_ns = boot_ns();
-    info.cgroup_id = cgroup_id();
-    info.tid = pid_tgid as u32;
-    info.pid = (pid_tgid >> 32) as u32;
-    info.uid = uid_gid as u32;
-    info.gid = (uid_gid >> 32) as u32;
-    info.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    info.cgroup_id = cgroup_id(task, o);
+    info.tid = task.u32(o.task_pid);
+    info.pid = pid(task, o);
+    info.uid = cred.u32(o.cred_uid);
+    info.gid = cred.u32(o.cred_gid);
+    // Two loads: a rename at this very moment may be read half old, half
+    // new, as it may through `/proc`; byte 15 is always the terminating NUL.
+    let comm = [task.u64(o.task_comm), task.u64(o.task_comm + 8)];
+    // SAFETY: `comm` is 16 bytes at an 8-aligned offset of an 8-aligned struct.
+    unsafe { (&raw mut info.comm).cast::<[u64; 2]>().write(comm) };
     info.start_ns = task.ptr(o.task_group_leader).u64(o.task_start_boottime);
     info.ppid = task.ptr(o.task_real_parent).u32(o.task_tgid);
     info.flags = flags(task, info.pid, o);
@@ -48,9 +52,23 @@ pub fn boot_ns() -> u64 {
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
+/// The process id of `task` (the kernel's tgid).
 #[inline(always)]
-pub fn cgroup_id() -> u64 {
-    unsafe { bpf_get_current_cgroup_id() }
+pub fn pid(task: Btf, o: &KernelOffsets) -> u32 {
+    task.u32(o.task_tgid)
+}
+
+/// The uid `task` acts as (`current_uid()` for the current task).
+#[inline(always)]
+pub fn uid(task: Btf, o: &KernelOffsets) -> u32 {
+    task.ptr(o.task_cred).u32(o.cred_uid)
+}
+
+/// The id of `task`'s cgroup v2 cgroup, as `bpf_get_current_cgroup_id`
+/// gives it for the current task.
+#[inline(always)]
+pub fn cgroup_id(task: Btf, o: &KernelOffsets) -> u64 {
+    task.ptr(o.task_cgroups).ptr(o.css_set_dfl_cgrp).ptr(o.cgroup_kn).u64(o.kernfs_node_id)
 }
 
 /// `TASK_FLAG_*` bits of `task`, whose process is `pid`.

@@ -21,6 +21,8 @@ pub enum BtfError {
     },
     #[error("`struct {ty}.{field}` is a bitfield; a byte offset is needed")]
     Bitfield { ty: &'static str, field: &'static str },
+    #[error("unsupported `struct dentry` layout: d_parent at {parent}, d_name.name at {name}, d_inode at {inode}; the probes need them at d_parent, +16 and +24")]
+    DentryLayout { parent: u32, name: u32, inode: u32 },
 }
 
 struct BtfFile(File);
@@ -57,6 +59,11 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
     const PIDTYPE_SID: u32 = 3;
     let pids = field("signal_struct", "pids")?;
     let pid_nr = field("pid", "numbers")? + field("upid", "nr")?;
+    let dentry_links = dentry_links(
+        field("dentry", "d_parent")?,
+        field("dentry", "d_name.name")?,
+        field("dentry", "d_inode")?,
+    )?;
     Ok(KernelOffsets {
         task_pid: field("task_struct", "pid")?,
         task_tgid: field("task_struct", "tgid")?,
@@ -69,6 +76,9 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         task_files: field("task_struct", "files")?,
         task_mm: field("task_struct", "mm")?,
         task_signal: field("task_struct", "signal")?,
+        task_comm: field("task_struct", "comm")?,
+        task_cred: field("task_struct", "cred")?,
+        task_cgroups: field("task_struct", "cgroups")?,
         // Absent without CONFIG_AUDIT: 0 tells the probes there is no login session.
         task_loginuid: field("task_struct", "loginuid").unwrap_or(0),
         task_sessionid: field("task_struct", "sessionid").unwrap_or(0),
@@ -93,16 +103,19 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         inode_mode: field("inode", "i_mode")?,
         inode_rdev: field("inode", "i_rdev")?,
         inode_size: field("inode", "i_size")?,
-        dentry_inode: field("dentry", "d_inode")?,
         dentry_sb: field("dentry", "d_sb")?,
         inode_ino: field("inode", "i_ino")?,
         inode_sb: field("inode", "i_sb")?,
         bprm_file: field("linux_binprm", "file")?,
+        bprm_filename: field("linux_binprm", "filename")?,
         bprm_executable: field("linux_binprm", "executable").unwrap_or(0),
-        _pad: 0,
+        cred_uid: field("cred", "uid.val")?,
+        cred_gid: field("cred", "gid.val")?,
+        css_set_dfl_cgrp: field("css_set", "dfl_cgrp")?,
+        cgroup_kn: field("cgroup", "kn")?,
+        kernfs_node_id: field("kernfs_node", "id")?,
         sb_dev: field("super_block", "s_dev")?,
-        dentry_parent: field("dentry", "d_parent")?,
-        dentry_name: field("dentry", "d_name.name")?,
+        dentry_links,
         vfsmount_root: field("vfsmount", "mnt_root")?,
         mount_vfsmount: field("mount", "mnt")?,
         mount_parent: field("mount", "mnt_parent")?,
@@ -114,8 +127,18 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
             }
             args
         },
-        _pad2: 0,
     })
+}
+
+/// Where a dentry's parent, name and inode start: walks read them in one go,
+/// so they must lie as every kernel since 2.6 has them (`d_parent`, then
+/// `d_name`, a `hash_len` and a `name` pointer, then `d_inode`).
+fn dentry_links(parent: u32, name: u32, inode: u32) -> Result<u32, BtfError> {
+    if name == parent + 16 && inode == parent + 24 {
+        Ok(parent)
+    } else {
+        Err(BtfError::DentryLayout { parent, name, inode })
+    }
 }
 
 /// The `struct pt_regs` fields holding a syscall's arguments, in order.
@@ -142,9 +165,21 @@ mod tests {
             "struct path is {{mnt, dentry}}"
         );
         assert_eq!(o.signal_sid, o.signal_pgid + 8);
+        assert_eq!(
+            o.cred_gid,
+            o.cred_uid + 4,
+            "struct cred is {{usage, uid, gid, ...}}"
+        );
         // x86-64 `struct pt_regs`: r15 at 0 ... r10 at 56, r8 at 72, dx at
         // 96, si at 104, di at 112.
         assert_eq!(o.syscall_args, [112, 104, 96, 56, 72]);
+    }
+
+    #[test]
+    fn a_dentry_layout_walks_cannot_read_in_one_go_is_a_clear_error() {
+        assert_eq!(dentry_links(24, 40, 48).unwrap(), 24);
+        let err = dentry_links(24, 40, 56).unwrap_err();
+        assert!(err.to_string().contains("d_inode at 56"), "{err}");
     }
 
     #[test]

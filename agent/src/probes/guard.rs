@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use agent_common::guard::{DirKey, Exemption, GuardConfig, Mark, ScriptPath, SessionId};
+use agent_common::guard::{
+    DirKey, Exemption, GuardConfig, Mark, ScriptPath, SessionId, EXEMPT_LIST_CGROUPS, EXEMPT_LIST_UIDS,
+};
 use aya::maps::{Array, HashMap, MapData, MapError};
 
 use super::ProbeError;
@@ -12,6 +14,7 @@ pub struct GuardMaps {
     config: Array<MapData, GuardConfig>,
     marked: HashMap<MapData, SessionId, Mark>,
     dirs: HashMap<MapData, DirKey, u32>,
+    dir_devs: HashMap<MapData, u32, u32>,
     devices: HashMap<MapData, u32, u32>,
     exempt_pids: HashMap<MapData, u32, u32>,
     exempt_uids: HashMap<MapData, u32, u32>,
@@ -33,6 +36,7 @@ impl GuardMaps {
             config: map(ebpf, "GUARD")?,
             marked: map(ebpf, "MARKED")?,
             dirs: map(ebpf, "PROTECTED_DIRS")?,
+            dir_devs: map(ebpf, "PROTECTED_DIR_DEVS")?,
             devices: map(ebpf, "PROTECTED_DEVICES")?,
             exempt_pids: map(ebpf, "EXEMPT_PIDS")?,
             exempt_uids: map(ebpf, "EXEMPT_UIDS")?,
@@ -42,15 +46,43 @@ impl GuardMaps {
         })
     }
 
-    /// Sets the global settings, keeping the probes' count of marks.
+    /// Sets the global settings, keeping the probes' count of marks and
+    /// which exemption maps hold entries.
     pub fn set_config(&mut self, mut config: GuardConfig) -> Result<(), MapError> {
         config.marked = self.marks()?.len() as u32;
+        config.exempt_lists = self.config.get(&0, 0)?.exempt_lists;
         self.config.set(0, config, 0)
     }
 
-    /// Replaces the protected directories (inode → class).
+    /// Changes the global settings in place.
+    fn update_config(&mut self, change: impl FnOnce(&mut GuardConfig)) -> Result<(), MapError> {
+        let mut config = self.config.get(&0, 0)?;
+        change(&mut config);
+        self.config.set(0, config, 0)
+    }
+
+    /// Tells the probes whether exemption map `list` (an `EXEMPT_LIST_*` bit)
+    /// holds entries: before the first goes in, after the last is gone.
+    fn set_listed(&mut self, list: u32, listed: bool) -> Result<(), MapError> {
+        self.update_config(|c| {
+            if listed {
+                c.exempt_lists |= list;
+            } else {
+                c.exempt_lists &= !list;
+            }
+        })
+    }
+
+    /// Replaces the protected directories (inode → class), and the devices
+    /// they are on. A device is listed before its directories and dropped
+    /// after them: the probes look a directory up only on a listed device.
     pub fn set_dirs(&mut self, dirs: &std::collections::HashMap<DirKey, u32>) -> Result<(), MapError> {
-        replace(&mut self.dirs, dirs)
+        let devs: std::collections::HashMap<u32, u32> = dirs.keys().map(|k| (k.dev, 1)).collect();
+        for dev in devs.keys() {
+            self.dir_devs.insert(dev, 1, 0)?;
+        }
+        replace(&mut self.dirs, dirs)?;
+        replace(&mut self.dir_devs, &devs)
     }
 
     /// Replaces the protected devices (kernel `dev_t` values).
@@ -58,8 +90,6 @@ impl GuardMaps {
         replace(&mut self.devices, &devices.iter().map(|&d| (d, 1)).collect())
     }
 
-    /// Replaces the allowlisted executables: by inode (binaries) and by the
-    /// path they are run by (scripts too).
     /// Replaces the programs the guard treats apart (by inode) and the
     /// allowlisted scripts (by the path they are run by).
     pub fn set_exempt_exes(
@@ -80,10 +110,18 @@ impl GuardMaps {
     }
 
     pub fn set_exempt_uids(&mut self, uids: &HashSet<u32>) -> Result<(), MapError> {
-        replace(&mut self.exempt_uids, &uids.iter().map(|&u| (u, 1)).collect())
+        if !uids.is_empty() {
+            self.set_listed(EXEMPT_LIST_UIDS, true)?;
+        }
+        replace(&mut self.exempt_uids, &uids.iter().map(|&u| (u, 1)).collect())?;
+        if uids.is_empty() {
+            self.set_listed(EXEMPT_LIST_UIDS, false)?;
+        }
+        Ok(())
     }
 
     pub fn exempt_cgroup(&mut self, id: u64) -> Result<(), MapError> {
+        self.set_listed(EXEMPT_LIST_CGROUPS, true)?;
         self.exempt_cgroups.insert(id, 1, 0)
     }
 
@@ -92,7 +130,7 @@ impl GuardMaps {
         for id in all {
             self.exempt_cgroups.remove(&id)?;
         }
-        Ok(())
+        self.set_listed(EXEMPT_LIST_CGROUPS, false)
     }
 
     /// Marks a session: its processes are killed at their next destructive
@@ -114,9 +152,8 @@ impl GuardMaps {
     }
 
     fn recount_marks(&mut self) -> Result<(), MapError> {
-        let mut config = self.config.get(&0, 0)?;
-        config.marked = self.marks()?.len() as u32;
-        self.config.set(0, config, 0)
+        let marked = self.marks()?.len() as u32;
+        self.update_config(|c| c.marked = marked)
     }
 }
 

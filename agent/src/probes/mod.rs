@@ -69,7 +69,7 @@ const ATTACHMENTS: &[(&str, Hook)] = &[
     ("block_write_exit", Hook::Syscall("sys_exit_pwritev")),
     ("block_write_exit", Hook::Syscall("sys_exit_pwritev2")),
     ("execve_enter", Hook::Syscall("sys_enter_execve")),
-    ("execveat_enter", Hook::Syscall("sys_enter_execveat")),
+    ("execve_enter", Hook::Syscall("sys_enter_execveat")),
     ("exec", Hook::Tracepoint("sched", "sched_process_exec")),
     ("exec_allowlist", Hook::Raw("sched_process_exec")),
     ("fork", Hook::Raw("sched_process_fork")),

@@ -37,6 +37,11 @@ pub fn run(agent_bin: &Path, only: &[String]) -> anyhow::Result<()> {
         let names: Vec<&str> = BENCHMARKS.iter().map(|(b, _)| *b).collect();
         anyhow::bail!("no benchmark `{unknown}`; there are: {}", names.join(", "));
     }
+    // `cargo xtask` runs under `cargo run`, which points the dynamic loader
+    // at the toolchain's and the target's libraries: every program a
+    // workload starts would try some forty paths (each an `openat` Levee
+    // hooks) before it found libc, which no host does.
+    std::env::remove_var("LD_LIBRARY_PATH");
     let results = cmd::workspace_root().join("bench");
     std::fs::create_dir_all(&results)?;
     let mut tables = Vec::new();
