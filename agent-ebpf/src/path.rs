@@ -91,7 +91,8 @@ pub fn write_components(
     class: *mut u32,
     mount: *mut Mount,
 ) -> bool {
-    unsafe { (&raw mut (*mount).vfsmount).write_volatile(0) };
+    // No mount: the first step reads its own, whatever it is.
+    unsafe { (&raw mut (*mount).vfsmount).write_volatile(u64::MAX) };
     let mut walk = Walk { at: from, root, data, end, class, mount, state: 0 };
     // The callback must reach the loader as a function reference, never as a
     // number: a cast through an integer would lose its relocation.

@@ -21,6 +21,9 @@ pub struct GuardMaps {
     exempt_cgroups: HashMap<MapData, u64, u32>,
     exempt_exes: HashMap<MapData, DirKey, u32>,
     exempt_paths: HashMap<MapData, ScriptPath, u32>,
+    /// The cgroups put in `exempt_cgroups`: each allowlisted event would
+    /// otherwise cost a map write.
+    exempted_cgroups: HashSet<u64>,
 }
 
 impl GuardMaps {
@@ -43,6 +46,7 @@ impl GuardMaps {
             exempt_cgroups: map(ebpf, "EXEMPT_CGROUPS")?,
             exempt_exes: map(ebpf, "EXEMPT_EXES")?,
             exempt_paths: map(ebpf, "EXEMPT_PATHS")?,
+            exempted_cgroups: HashSet::new(),
         })
     }
 
@@ -64,13 +68,12 @@ impl GuardMaps {
     /// Tells the probes whether exemption map `list` (an `EXEMPT_LIST_*` bit)
     /// holds entries: before the first goes in, after the last is gone.
     fn set_listed(&mut self, list: u32, listed: bool) -> Result<(), MapError> {
-        self.update_config(|c| {
-            if listed {
-                c.exempt_lists |= list;
-            } else {
-                c.exempt_lists &= !list;
-            }
-        })
+        let lists = self.config.get(&0, 0)?.exempt_lists;
+        let want = if listed { lists | list } else { lists & !list };
+        if want == lists {
+            return Ok(());
+        }
+        self.update_config(|c| c.exempt_lists = want)
     }
 
     /// Replaces the protected directories (inode → class), and the devices
@@ -121,8 +124,13 @@ impl GuardMaps {
     }
 
     pub fn exempt_cgroup(&mut self, id: u64) -> Result<(), MapError> {
+        if self.exempted_cgroups.contains(&id) {
+            return Ok(());
+        }
         self.set_listed(EXEMPT_LIST_CGROUPS, true)?;
-        self.exempt_cgroups.insert(id, 1, 0)
+        self.exempt_cgroups.insert(id, 1, 0)?;
+        self.exempted_cgroups.insert(id);
+        Ok(())
     }
 
     pub fn clear_exempt_cgroups(&mut self) -> Result<(), MapError> {
@@ -130,6 +138,7 @@ impl GuardMaps {
         for id in all {
             self.exempt_cgroups.remove(&id)?;
         }
+        self.exempted_cgroups.clear();
         self.set_listed(EXEMPT_LIST_CGROUPS, false)
     }
 

@@ -28,7 +28,11 @@ use anyhow::Context;
 
 use super::{agent::QuietAgent, machine, median, monitor_policy, percentile, LoopDevice, Tmpfs};
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 9;
+/// A pause after a state starts and after it stops, before anything is
+/// timed: loading or freeing programs and maps leaves deferred kernel work
+/// (RCU callbacks, workqueues) that would land on the next workload.
+const SETTLE: Duration = Duration::from_secs(2);
 const FILES: usize = 200_000;
 const EXECS: usize = 20_000;
 const WRITE_BYTES: usize = 1 << 30;
@@ -152,11 +156,13 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
         for k in 0..states.len() {
             let s = (round + k) % states.len();
             let running = states[s].start(agent_bin, &policy)?;
+            std::thread::sleep(SETTLE);
             for (i, w) in WORKLOADS.iter().enumerate() {
                 let t = (w.run)(&dir).with_context(|| w.name)?.as_secs_f64();
                 times[i][s].push(t);
             }
             drop(running);
+            std::thread::sleep(SETTLE);
         }
     }
     // Per-round ratios to the round's own "off", then their distribution.
