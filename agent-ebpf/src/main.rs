@@ -12,6 +12,8 @@
 //! `open`, `block`, `process`.
 #![no_std]
 #![no_main]
+// For one atomic add (`syscall::count_pending`), as aya-ebpf itself uses.
+#![feature(asm_experimental_arch)]
 
 mod block;
 mod files;
