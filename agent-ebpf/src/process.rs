@@ -52,7 +52,8 @@ pub fn exec(_ctx: TracePointContext) -> u32 {
 }
 
 /// `sched_process_exec(task, old_pid, bprm)` as a raw tracepoint, for the
-/// `linux_binprm`: allowlisted programs are recognised by inode here.
+/// `linux_binprm`: allowlisted programs are recognised here, by inode or by
+/// the path they were run by.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn exec_allowlist(ctx: RawTracePointContext) -> u32 {
     let o = offsets();

@@ -52,16 +52,23 @@ impl GuardMaps {
 
     /// Sets the global settings, keeping the probes' count of marks and
     /// which exemption maps hold entries.
-    pub fn set_config(&mut self, mut config: GuardConfig) -> Result<(), MapError> {
-        config.marked = self.marks()?.len() as u32;
-        config.exempt_lists = self.config.get(&0, 0)?.exempt_lists;
-        self.config.set(0, config, 0)
+    pub fn set_config(&mut self, config: GuardConfig) -> Result<(), MapError> {
+        self.update_config(|c| {
+            let lists = c.exempt_lists;
+            *c = config;
+            c.exempt_lists = lists;
+        })
     }
 
-    /// Changes the global settings in place.
+    /// Changes the global settings in place. The probes count new marks in
+    /// the same value, so the count is taken again from the marks themselves
+    /// just before the write: a mark made in between would otherwise be
+    /// written back out of the count, and its session's processes would
+    /// not be stopped at entry.
     fn update_config(&mut self, change: impl FnOnce(&mut GuardConfig)) -> Result<(), MapError> {
         let mut config = self.config.get(&0, 0)?;
         change(&mut config);
+        config.marked = self.marks()?.len() as u32;
         self.config.set(0, config, 0)
     }
 
@@ -134,11 +141,12 @@ impl GuardMaps {
     }
 
     pub fn clear_exempt_cgroups(&mut self) -> Result<(), MapError> {
+        // First: should a removal fail, later events put their cgroup back.
+        self.exempted_cgroups.clear();
         let all: Vec<u64> = self.exempt_cgroups.keys().filter_map(Result::ok).collect();
         for id in all {
             self.exempt_cgroups.remove(&id)?;
         }
-        self.exempted_cgroups.clear();
         self.set_listed(EXEMPT_LIST_CGROUPS, false)
     }
 
@@ -161,8 +169,7 @@ impl GuardMaps {
     }
 
     fn recount_marks(&mut self) -> Result<(), MapError> {
-        let marked = self.marks()?.len() as u32;
-        self.update_config(|c| c.marked = marked)
+        self.update_config(|_| ())
     }
 }
 
