@@ -18,6 +18,7 @@ pub mod counters;
 pub mod event;
 pub mod fs;
 pub mod guard;
+pub mod hooks;
 pub mod offsets;
 pub mod path;
 pub mod process;

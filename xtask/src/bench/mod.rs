@@ -5,6 +5,7 @@
 
 mod agent;
 mod enforcement;
+mod floor;
 mod footprint;
 mod latency;
 mod overhead;

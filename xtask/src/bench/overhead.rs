@@ -3,10 +3,10 @@
 //! are what to read: these machines are shared and noisy.
 //!
 //! - off: no agent;
-//! - floor: no agent, but the kernel's own trace events enabled on every
-//!   syscall Levee hooks, with a filter that keeps nothing. Any enabled
-//!   syscall tracepoint sends every syscall through the kernel's slower
-//!   traced path: no tracepoint-based agent can cost less than this;
+//! - floor: no agent, but a BPF program that does nothing on every hook
+//!   Levee attaches to (see `floor`). Any enabled syscall tracepoint sends
+//!   every syscall through the kernel's slower traced path, and every hooked
+//!   one through the dispatch to BPF: no agent on these hooks can cost less;
 //! - levee: the agent as shipped (events batched, read every 10 ms);
 //! - baseline, when `LEVEE_BENCH_BASELINE_AGENT` names another build of
 //!   `levee-agent` (say, of the commit before a change): the before of a
@@ -26,7 +26,9 @@ use std::{
 
 use anyhow::Context;
 
-use super::{agent::QuietAgent, machine, median, monitor_policy, percentile, LoopDevice, Tmpfs};
+use super::{
+    agent::QuietAgent, floor::EmptyPrograms, machine, median, monitor_policy, percentile, LoopDevice, Tmpfs,
+};
 
 const ROUNDS: usize = 9;
 /// A pause after a state starts and after it stops, before anything is
@@ -112,8 +114,12 @@ impl State {
     fn describe(&self) -> String {
         match self {
             State::Off => "no agent".into(),
-            State::Floor => "no agent; the kernel's syscall trace events on every syscall Levee hooks, with a filter that keeps nothing".into(),
-            State::Levee => "levee-agent run, shipped policy in monitor mode, events batched (--batch-delay 10ms)".into(),
+            State::Floor => {
+                "no agent; a BPF program that does nothing on every hook Levee attaches to".into()
+            }
+            State::Levee => {
+                "levee-agent run, shipped policy in monitor mode, events batched (--batch-delay 10ms)".into()
+            }
             State::Baseline(bin) => format!("the same with another build of the agent, {}", bin.display()),
         }
     }
@@ -122,7 +128,7 @@ impl State {
 /// Whatever a state keeps running; it stops when dropped.
 enum Running {
     Nothing,
-    Floor { _events: TraceEventFloor },
+    Floor { _programs: EmptyPrograms },
     Agent { _agent: QuietAgent },
 }
 
@@ -131,7 +137,7 @@ impl State {
         Ok(match self {
             State::Off => Running::Nothing,
             State::Floor => Running::Floor {
-                _events: TraceEventFloor::enable()?,
+                _programs: EmptyPrograms::attach()?,
             },
             State::Levee => Running::Agent {
                 _agent: QuietAgent::start(agent_bin, policy)?,
@@ -224,70 +230,6 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     });
     std::fs::write(results, serde_json::to_string_pretty(&report)? + "\n")?;
     Ok(table)
-}
-
-/// The syscalls Levee hooks at entry and exit (`agent/src/probes/mod.rs`).
-const HOOKED_SYSCALLS: &[&str] = &[
-    "unlink",
-    "unlinkat",
-    "rmdir",
-    "rename",
-    "renameat",
-    "renameat2",
-    "truncate",
-    "ftruncate",
-    "open",
-    "openat",
-    "openat2",
-    "write",
-    "pwrite64",
-    "writev",
-    "pwritev",
-    "pwritev2",
-    "execve",
-    "execveat",
-];
-
-/// The kernel's own syscall trace events on Levee's syscalls, each with a
-/// filter no event passes: the cost of the traced syscall path with no
-/// program doing any work. Disabled when dropped.
-struct TraceEventFloor {
-    events: Vec<PathBuf>,
-}
-
-impl TraceEventFloor {
-    fn enable() -> anyhow::Result<TraceEventFloor> {
-        let root = Path::new("/sys/kernel/tracing/events/syscalls");
-        anyhow::ensure!(
-            root.is_dir(),
-            "{} is missing: tracefs is not mounted",
-            root.display()
-        );
-        let mut floor = TraceEventFloor { events: Vec::new() };
-        for name in HOOKED_SYSCALLS {
-            for side in ["enter", "exit"] {
-                let event = root.join(format!("sys_{side}_{name}"));
-                if !event.is_dir() {
-                    continue;
-                }
-                std::fs::write(event.join("filter"), "common_pid < 0")
-                    .with_context(|| format!("filtering {}", event.display()))?;
-                std::fs::write(event.join("enable"), "1")
-                    .with_context(|| format!("enabling {}", event.display()))?;
-                floor.events.push(event);
-            }
-        }
-        Ok(floor)
-    }
-}
-
-impl Drop for TraceEventFloor {
-    fn drop(&mut self) {
-        for event in &self.events {
-            let _ = std::fs::write(event.join("enable"), "0");
-            let _ = std::fs::write(event.join("filter"), "0");
-        }
-    }
 }
 
 fn unlink_heavy(dir: &Path) -> anyhow::Result<Duration> {

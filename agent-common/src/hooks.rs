@@ -1,0 +1,57 @@
+//! Where Levee's probes run: the one registry of what it hooks, read by the
+//! agent to attach its programs and by the benchmarks to measure what the
+//! same hooks cost with programs that do nothing.
+
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy)]
+pub enum Hook {
+    /// `syscalls/<name>`.
+    Syscall(&'static str),
+    /// A classic tracepoint: category and name.
+    Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint, by name.
+    Raw(&'static str),
+}
+
+/// Every program and where it runs: the one registry of what Levee hooks.
+/// One program may serve several hooks (the exits of related syscalls).
+pub const ATTACHMENTS: &[(&str, Hook)] = &[
+    ("destructive_enter", Hook::Syscall("sys_enter_unlink")),
+    ("destructive_enter", Hook::Syscall("sys_enter_unlinkat")),
+    ("destructive_enter", Hook::Syscall("sys_enter_rmdir")),
+    ("deletion_exit", Hook::Syscall("sys_exit_unlink")),
+    ("deletion_exit", Hook::Syscall("sys_exit_unlinkat")),
+    ("deletion_exit", Hook::Syscall("sys_exit_rmdir")),
+    ("destructive_enter", Hook::Syscall("sys_enter_rename")),
+    ("destructive_enter", Hook::Syscall("sys_enter_renameat")),
+    ("destructive_enter", Hook::Syscall("sys_enter_renameat2")),
+    ("rename_exit", Hook::Syscall("sys_exit_rename")),
+    ("rename_exit", Hook::Syscall("sys_exit_renameat")),
+    ("rename_exit", Hook::Syscall("sys_exit_renameat2")),
+    ("destructive_enter", Hook::Syscall("sys_enter_truncate")),
+    ("ftruncate_enter", Hook::Syscall("sys_enter_ftruncate")),
+    ("truncate_exit", Hook::Syscall("sys_exit_truncate")),
+    ("truncate_exit", Hook::Syscall("sys_exit_ftruncate")),
+    ("open_enter", Hook::Syscall("sys_enter_open")),
+    ("openat_enter", Hook::Syscall("sys_enter_openat")),
+    ("openat2_enter", Hook::Syscall("sys_enter_openat2")),
+    ("open_exit", Hook::Syscall("sys_exit_open")),
+    ("open_exit", Hook::Syscall("sys_exit_openat")),
+    ("open_exit", Hook::Syscall("sys_exit_openat2")),
+    ("write_enter", Hook::Syscall("sys_enter_write")),
+    ("pwrite64_enter", Hook::Syscall("sys_enter_pwrite64")),
+    ("writev_enter", Hook::Syscall("sys_enter_writev")),
+    ("pwritev_enter", Hook::Syscall("sys_enter_pwritev")),
+    ("pwritev_enter", Hook::Syscall("sys_enter_pwritev2")),
+    ("block_write_exit", Hook::Syscall("sys_exit_write")),
+    ("block_write_exit", Hook::Syscall("sys_exit_pwrite64")),
+    ("block_write_exit", Hook::Syscall("sys_exit_writev")),
+    ("block_write_exit", Hook::Syscall("sys_exit_pwritev")),
+    ("block_write_exit", Hook::Syscall("sys_exit_pwritev2")),
+    ("execve_enter", Hook::Syscall("sys_enter_execve")),
+    ("execve_enter", Hook::Syscall("sys_enter_execveat")),
+    ("exec", Hook::Tracepoint("sched", "sched_process_exec")),
+    ("exec_allowlist", Hook::Raw("sched_process_exec")),
+    ("fork", Hook::Raw("sched_process_fork")),
+    ("exit", Hook::Tracepoint("sched", "sched_process_exit")),
+];
