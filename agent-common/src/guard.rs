@@ -118,10 +118,6 @@ pub struct GuardConfig {
     pub limits: [u32; CLASS_COUNT],
     /// 1: kill on the first raw write to a protected device.
     pub protect_devices: u32,
-    /// Number of marked sessions, so that unmarked hosts skip the lookup on
-    /// every destructive syscall. The probes add one per new mark; the agent
-    /// recounts when it clears marks.
-    pub marked: u32,
     /// 1: a marked session's processes are killed at exec too (a shell loop
     /// running one `rm` per file loses nothing more).
     pub kill_marked_on_exec: u32,
@@ -129,6 +125,30 @@ pub struct GuardConfig {
     /// (`EXEMPT_LIST_*` bits): the probes skip lookups in empty ones. Set
     /// before a map's first entry goes in, cleared after its last goes.
     pub exempt_lists: u32,
+    pub _pad: u32,
+}
+
+/// Who changes the number of marked sessions. Each writer keeps its own
+/// net count in its slot of the `MARK_COUNTS` array map, and the slots'
+/// wrapping sum is the number of marks: while it is 0, destructive calls
+/// skip the `MARKED` lookup. With one shared count, a probe's new mark made
+/// while the agent read, changed and wrote the count back would drop out of
+/// it, and that session's processes would not be stopped at entry.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkCounter {
+    /// Marks the probes made (one atomic add each).
+    Probes = 0,
+    /// Marks the agent made, less the marks it cleared.
+    Agent = 1,
+    /// Less the marks `levee-agent marks clear` cleared: only ever lowered,
+    /// so two such commands racing can only leave the sum too high, which
+    /// costs lookups, never a missed mark.
+    MarksCommand = 2,
+}
+
+impl MarkCounter {
+    pub const COUNT: u32 = 3;
 }
 
 /// [`GuardConfig::exempt_lists`]: allowlisted users are listed.

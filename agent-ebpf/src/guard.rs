@@ -7,8 +7,8 @@
 use agent_common::{
     event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
     guard::{
-        DirKey, Exemption, GuardConfig, GuardHook, GuardReason, Mark, RawGuard, ScriptPath, SessionCounts, SessionId,
-        SessionKind, CLASS_ANY, CLASS_COUNT, EXEMPT_LIST_CGROUPS, EXEMPT_LIST_UIDS, SCRIPT_PATH_LEN,
+        DirKey, Exemption, GuardConfig, GuardHook, GuardReason, Mark, MarkCounter, RawGuard, ScriptPath, SessionCounts,
+        SessionId, SessionKind, CLASS_ANY, CLASS_COUNT, EXEMPT_LIST_CGROUPS, EXEMPT_LIST_UIDS, SCRIPT_PATH_LEN,
     },
     EventKind, KernelOffsets, TaskInfo,
 };
@@ -21,7 +21,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{read_u32, read_u64, Btf},
-    maps::offsets,
+    maps::{atomic_add, offsets},
     record::Record,
     task,
 };
@@ -35,6 +35,9 @@ static SESSIONS: LruHashMap<SessionId, SessionCounts> = LruHashMap::with_max_ent
 /// Marked sessions; the agent reads, sets and clears them.
 #[map]
 static MARKED: HashMap<SessionId, Mark> = HashMap::with_max_entries(4096, 0);
+/// The number of marks, one net count per writer (see `MarkCounter`).
+#[map]
+static MARK_COUNTS: Array<u64> = Array::with_max_entries(MarkCounter::COUNT, 0);
 /// Protected directories → path class (1..CLASS_COUNT).
 #[map]
 static PROTECTED_DIRS: HashMap<DirKey, u32> = HashMap::with_max_entries(1024, 0);
@@ -271,7 +274,7 @@ pub fn check_marked(hook: GuardHook) {
     // In monitor mode nothing is done to a marked session's processes, and
     // the agent sees their deletions anyway: a record for each of their
     // syscalls would only double the traffic of a mass deletion.
-    if cfg.enforce == 0 || cfg.marked == 0 || (hook == GuardHook::Exec && cfg.kill_marked_on_exec == 0) {
+    if cfg.enforce == 0 || !any_marks() || (hook == GuardHook::Exec && cfg.kill_marked_on_exec == 0) {
         return;
     }
     let task = Subject::current(&offsets());
@@ -283,6 +286,22 @@ pub fn check_marked(hook: GuardHook) {
         return;
     }
     act(&task, &cfg, session, GuardReason::MarkedSession, hook, mark.class, 0, 0, 0);
+}
+
+/// Whether any session is marked: the sum of the writers' counts.
+#[inline(always)]
+fn any_marks() -> bool {
+    let count = |writer: MarkCounter| MARK_COUNTS.get(writer as u32).copied().unwrap_or(0);
+    count(MarkCounter::Probes).wrapping_add(count(MarkCounter::Agent)).wrapping_add(count(MarkCounter::MarksCommand))
+        != 0
+}
+
+/// Marks made on two CPUs at once both count.
+#[inline(always)]
+fn count_new_mark() {
+    if let Some(slot) = MARK_COUNTS.get_ptr_mut(MarkCounter::Probes as u32) {
+        atomic_add(slot, 1);
+    }
 }
 
 /// At entry of a raw write to device `dev`.
@@ -315,14 +334,11 @@ fn act(
     limit: u32,
     dev: u32,
 ) {
-    if reason != GuardReason::MarkedSession && unsafe { MARKED.get(&session) }.is_none() {
+    if reason != GuardReason::MarkedSession {
         let mark = Mark { boot_ns: task.boot_ns, reason: reason as u32, class };
-        if MARKED.insert(&session, &mark, 0).is_ok() {
-            if let Some(cfg) = GUARD.get_ptr_mut(0) {
-                // Racing increments can only undercount by one; the agent
-                // recounts from the map whenever it reads marks.
-                unsafe { (*cfg).marked += 1 };
-            }
+        // Only a new mark is counted: of two CPUs marking one session, one inserts.
+        if MARKED.insert(&session, &mark, BPF_NOEXIST as u64).is_ok() {
+            count_new_mark();
         }
     }
     let killed = cfg.enforce != 0 && exemption_of(task.pid) != Exemption::Spared as u32;

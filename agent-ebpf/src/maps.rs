@@ -73,3 +73,10 @@ pub fn count(counter: Counter) {
         unsafe { *slot += 1 };
     }
 }
+
+/// Adds `delta` to `*target` in one atomic instruction: Rust offers no
+/// atomic add on this target (it lacks compare-and-swap), BPF does.
+#[inline(always)]
+pub fn atomic_add(target: *mut u64, delta: u64) {
+    unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) target, d = in(reg) delta) };
+}

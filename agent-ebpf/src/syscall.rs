@@ -10,7 +10,10 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::map, maps::HashMap, programs::TracePointContext, EbpfContext,
 };
 
-use crate::{kernel::Btf, maps::count};
+use crate::{
+    kernel::Btf,
+    maps::{atomic_add, count},
+};
 
 /// Syscall arguments in `sys_enter_*` records start at 16, 8 bytes each
 /// (see `events/syscalls/<name>/format`).
@@ -95,13 +98,9 @@ static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16 * 1024, 0);
 /// `write` on the host has an exit probe that would otherwise pay it.
 static mut PENDING_ENTRIES: u64 = 0;
 
-/// Adds `delta` to `PENDING_ENTRIES` in one atomic instruction: Rust offers
-/// no atomic add on this target (it lacks compare-and-swap), BPF does.
 #[inline(always)]
 fn count_pending(delta: u64) {
-    unsafe {
-        core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) &raw mut PENDING_ENTRIES, d = in(reg) delta)
-    };
+    atomic_add(&raw mut PENDING_ENTRIES, delta);
 }
 
 #[inline(always)]

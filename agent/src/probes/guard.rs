@@ -4,15 +4,23 @@
 use std::collections::HashSet;
 
 use agent_common::guard::{
-    DirKey, Exemption, GuardConfig, Mark, ScriptPath, SessionId, EXEMPT_LIST_CGROUPS, EXEMPT_LIST_UIDS,
+    DirKey, Exemption, GuardConfig, Mark, MarkCounter, ScriptPath, SessionId, EXEMPT_LIST_CGROUPS,
+    EXEMPT_LIST_UIDS,
 };
 use aya::maps::{Array, HashMap, MapData, MapError};
 
 use super::ProbeError;
 
+/// `BPF_NOEXIST` from `<linux/bpf.h>`: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
 pub struct GuardMaps {
     config: Array<MapData, GuardConfig>,
     marked: HashMap<MapData, SessionId, Mark>,
+    mark_counts: Array<MapData, u64>,
+    /// What the agent last wrote to its slot of `mark_counts`: the marks it
+    /// made less those it cleared.
+    agent_marks: u64,
     dirs: HashMap<MapData, DirKey, u32>,
     dir_devs: HashMap<MapData, u32, u32>,
     devices: HashMap<MapData, u32, u32>,
@@ -38,6 +46,8 @@ impl GuardMaps {
         Ok(GuardMaps {
             config: map(ebpf, "GUARD")?,
             marked: map(ebpf, "MARKED")?,
+            mark_counts: map(ebpf, "MARK_COUNTS")?,
+            agent_marks: 0,
             dirs: map(ebpf, "PROTECTED_DIRS")?,
             dir_devs: map(ebpf, "PROTECTED_DIR_DEVS")?,
             devices: map(ebpf, "PROTECTED_DEVICES")?,
@@ -50,8 +60,7 @@ impl GuardMaps {
         })
     }
 
-    /// Sets the global settings, keeping the probes' count of marks and
-    /// which exemption maps hold entries.
+    /// Sets the global settings, keeping which exemption maps hold entries.
     pub fn set_config(&mut self, config: GuardConfig) -> Result<(), MapError> {
         self.update_config(|c| {
             let lists = c.exempt_lists;
@@ -60,15 +69,10 @@ impl GuardMaps {
         })
     }
 
-    /// Changes the global settings in place. The probes count new marks in
-    /// the same value, so the count is taken again from the marks themselves
-    /// just before the write: a mark made in between would otherwise be
-    /// written back out of the count, and its session's processes would
-    /// not be stopped at entry.
+    /// Changes the global settings in place. The probes only read them.
     fn update_config(&mut self, change: impl FnOnce(&mut GuardConfig)) -> Result<(), MapError> {
         let mut config = self.config.get(&0, 0)?;
         change(&mut config);
-        config.marked = self.marks()?.len() as u32;
         self.config.set(0, config, 0)
     }
 
@@ -151,25 +155,34 @@ impl GuardMaps {
     }
 
     /// Marks a session: its processes are killed at their next destructive
-    /// call (and exec, if the policy says so).
+    /// call (and exec, if the policy says so). A session already marked
+    /// keeps its mark, and the reason the first marker gave.
     pub fn mark(&mut self, session: SessionId, mark: Mark) -> Result<(), MapError> {
-        self.marked.insert(session, mark, 0)?;
-        self.recount_marks()
+        match self.marked.insert(session, mark, BPF_NOEXIST) {
+            Ok(()) => self.count_agent_marks(1),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Clears a session's mark; true if it was marked.
     pub fn clear_mark(&mut self, session: SessionId) -> Result<bool, MapError> {
         let was = self.marked.remove(&session).is_ok();
-        self.recount_marks()?;
+        if was {
+            self.count_agent_marks(u64::MAX)?;
+        }
         Ok(was)
+    }
+
+    /// Adds `delta` (wrapping) to the agent's count of marks.
+    fn count_agent_marks(&mut self, delta: u64) -> Result<(), MapError> {
+        self.agent_marks = self.agent_marks.wrapping_add(delta);
+        self.mark_counts
+            .set(MarkCounter::Agent as u32, self.agent_marks, 0)
     }
 
     pub fn marks(&self) -> Result<Vec<(SessionId, Mark)>, MapError> {
         self.marked.iter().collect()
-    }
-
-    fn recount_marks(&mut self) -> Result<(), MapError> {
-        self.update_config(|_| ())
     }
 }
 

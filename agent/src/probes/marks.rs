@@ -5,7 +5,7 @@
 //! the session's in-kernel counters, so it is not marked again at its next
 //! deletion.
 
-use agent_common::guard::{GuardConfig, Mark, SessionCounts, SessionId, SessionKind};
+use agent_common::guard::{Mark, MarkCounter, SessionCounts, SessionId, SessionKind};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +102,11 @@ pub fn clear(agent: u32, session: &str) -> Result<bool, MarksError> {
     let mut counts: HashMap<MapData, SessionId, SessionCounts> =
         HashMap::try_from(agent_map(agent, "SESSIONS")?)?;
     let _ = counts.remove(&id);
-    let left = marks.keys().filter(Result::is_ok).count() as u32;
-    let mut guard: Array<MapData, GuardConfig> = Array::try_from(agent_map(agent, "GUARD")?)?;
-    let mut config = guard.get(&0, 0)?;
-    config.marked = left;
-    guard.set(0, config, 0)?;
+    if was {
+        let mut counts: Array<MapData, u64> = Array::try_from(agent_map(agent, "MARK_COUNTS")?)?;
+        let slot = MarkCounter::MarksCommand as u32;
+        counts.set(slot, counts.get(&slot, 0)?.wrapping_sub(1), 0)?;
+    }
     Ok(was)
 }
 

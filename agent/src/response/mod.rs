@@ -95,9 +95,9 @@ impl Responder {
             root_cgroup_id: self.root_cgroup_id,
             limits,
             protect_devices: u32::from(policy.guard.protect_devices),
-            marked: 0,
             kill_marked_on_exec: u32::from(policy.guard.kill_marked_on_exec),
             exempt_lists: 0,
+            _pad: 0,
         })?;
         self.allowed_uids = policy
             .allow

@@ -5,7 +5,7 @@
 use std::{
     os::{
         fd::{AsRawFd, OwnedFd},
-        unix::process::ExitStatusExt,
+        unix::{fs::OpenOptionsExt, process::ExitStatusExt},
     },
     path::Path,
     process::Command,
@@ -489,6 +489,74 @@ fn a_bad_policy_reload_keeps_the_old_one_and_a_good_one_applies() {
     let (_, stderr) = agent.stop_with_stderr();
     assert!(stderr.contains("policy not reloaded"), "{stderr}");
     assert!(stderr.contains("mode = 7"), "the error quotes the line: {stderr}");
+    assert!(stderr.contains("policy reloaded"), "{stderr}");
+}
+
+#[test]
+fn a_session_the_kernel_marked_stays_stopped_across_policy_reloads() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 2, 300);
+    let spare = sandbox.path().join("spare");
+    std::fs::create_dir(&spare).unwrap();
+    std::fs::write(spare.join("keep"), b"data").unwrap();
+    let gate = sandbox.path().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // The agent kills only the deleting process: the session's shell lives
+    // on to try again after the reloads, where only the kernel's mark stops it.
+    let policy = test_policy(&sandbox, "enforce", LIMIT as u32, &[])
+        .replace(r#"target = "session""#, r#"target = "process""#);
+    let agent = Agent::start_with_policy(&sandbox, &policy);
+
+    // Builtins only between the two `rm`s: the session is marked by then,
+    // and any exec of it would die. `>>` appends, which destroys nothing.
+    let dir = sandbox.path().to_owned();
+    let attack = std::thread::spawn(move || {
+        in_login_session(
+            &dir,
+            "rm -rf backups; echo >> marked; read go < gate; rm -f spare/keep",
+        )
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sandbox.path().join("marked").exists() {
+        assert!(std::time::Instant::now() < deadline, "the first rm never ended");
+        assert!(!attack.is_finished(), "the shell died with the first rm");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(count_files(&backups) > 0, "the first rm was not stopped");
+    // Every reload rewrites the guard's settings, which the marks must outlive.
+    for _ in 0..2 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.pid() as i32),
+            nix::sys::signal::SIGHUP,
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    // Non-blocking: with no shell left reading, the test fails instead of hanging.
+    let open_gate = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&gate)
+    };
+    let mut opened = open_gate();
+    while opened
+        .as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(libc::ENXIO))
+    {
+        assert!(!attack.is_finished(), "the shell died before the reloads");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        opened = open_gate();
+    }
+    std::io::Write::write_all(&mut opened.unwrap(), b"go\n").unwrap();
+    let (status, _) = attack.join().unwrap();
+
+    assert!(
+        spare.join("keep").exists(),
+        "a marked session deleted after a reload: {status:?}"
+    );
+    let (_, stderr) = agent.stop_with_stderr();
     assert!(stderr.contains("policy reloaded"), "{stderr}");
 }
 
