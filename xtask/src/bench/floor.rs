@@ -31,9 +31,8 @@ const RETURN_ZERO: [u64; 2] = [0xb7, 0x95];
 const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_SAMPLE_RAW: u64 = 1 << 10;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
-/// `_IOW('$', 8, u32)` and `_IO('$', 0)` from `<linux/perf_event.h>`.
+/// `_IOW('$', 8, u32)` from `<linux/perf_event.h>`.
 const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
-const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 
 /// The prefix of `union bpf_attr` that `BPF_PROG_LOAD` reads here; the
 /// kernel takes the rest as zero.
@@ -140,6 +139,7 @@ fn on_tracepoint(tracefs: &Path, category: &str, name: &str) -> anyhow::Result<A
         sample_period: 1,
         sample_type: PERF_SAMPLE_RAW,
         read_format: 0,
+        // Enabled from the start (no `disabled` bit).
         flags: 0,
         wakeup_events: 1,
         bp_type: 0,
@@ -154,8 +154,6 @@ fn on_tracepoint(tracefs: &Path, category: &str, name: &str) -> anyhow::Result<A
     // SAFETY: both descriptors are open and owned here.
     ok(unsafe { libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd()) }.into())
         .context("PERF_EVENT_IOC_SET_BPF")?;
-    ok(unsafe { libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) }.into())
-        .context("PERF_EVENT_IOC_ENABLE")?;
     Ok((prog, event))
 }
 

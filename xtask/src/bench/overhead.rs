@@ -180,7 +180,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let baseline = states.len() > 3;
     let mut rows = Vec::new();
     let mut table = format!(
-        "| overhead ({ROUNDS} interleaved rounds; ratios to off) | off (s, median) | floor: trace events, nothing kept | levee (s, median) | levee ratio median | levee ratio range | target |{}\n\
+        "| overhead ({ROUNDS} interleaved rounds; ratios to off) | off (s, median) | floor: empty programs on the same hooks (ratio) | levee (s, median) | levee ratio median | levee ratio range | target |{}\n\
          |---|---|---|---|---|---|---|{}\n",
         if baseline { " baseline ratio median |" } else { "" },
         if baseline { "---|" } else { "" },
