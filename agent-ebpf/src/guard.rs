@@ -296,11 +296,12 @@ fn any_marks() -> bool {
         != 0
 }
 
-/// Marks made on two CPUs at once both count.
+/// Adds `delta` (wrapping) to the probes' count of marks, atomically: marks
+/// made on two CPUs at once both count.
 #[inline(always)]
-fn count_new_mark() {
+fn count_marks(delta: u64) {
     if let Some(slot) = MARK_COUNTS.get_ptr_mut(MarkCounter::Probes as u32) {
-        atomic_add(slot, 1);
+        atomic_add(slot, delta);
     }
 }
 
@@ -336,9 +337,12 @@ fn act(
 ) {
     if reason != GuardReason::MarkedSession {
         let mark = Mark { boot_ns: task.boot_ns, reason: reason as u32, class };
-        // Only a new mark is counted: of two CPUs marking one session, one inserts.
-        if MARKED.insert(&session, &mark, BPF_NOEXIST as u64).is_ok() {
-            count_new_mark();
+        // Counted before it exists, so the count is never short of the marks
+        // (a destructive call in between would skip the lookup); taken back
+        // unless new: of two CPUs marking one session, one inserts.
+        count_marks(1);
+        if MARKED.insert(&session, &mark, BPF_NOEXIST as u64).is_err() {
+            count_marks(u64::MAX);
         }
     }
     let killed = cfg.enforce != 0 && exemption_of(task.pid) != Exemption::Spared as u32;

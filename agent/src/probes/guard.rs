@@ -156,16 +156,24 @@ impl GuardMaps {
 
     /// Marks a session: its processes are killed at their next destructive
     /// call (and exec, if the policy says so). A session already marked
-    /// keeps its mark, and the reason the first marker gave.
+    /// keeps its mark, and the reason the first marker gave. Counted before
+    /// the mark exists, so the count is never short of the marks.
     pub fn mark(&mut self, session: SessionId, mark: Mark) -> Result<(), MapError> {
+        self.count_agent_marks(1)?;
         match self.marked.insert(session, mark, BPF_NOEXIST) {
-            Ok(()) => self.count_agent_marks(1),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-            Err(e) => Err(e),
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                self.count_agent_marks(u64::MAX)
+            }
+            Err(e) => {
+                self.count_agent_marks(u64::MAX)?;
+                Err(e)
+            }
         }
     }
 
-    /// Clears a session's mark; true if it was marked.
+    /// Clears a session's mark; true if it was marked. Uncounted after it
+    /// is gone.
     pub fn clear_mark(&mut self, session: SessionId) -> Result<bool, MapError> {
         let was = self.marked.remove(&session).is_ok();
         if was {

@@ -103,9 +103,10 @@ pub fn clear(agent: u32, session: &str) -> Result<bool, MarksError> {
         HashMap::try_from(agent_map(agent, "SESSIONS")?)?;
     let _ = counts.remove(&id);
     if was {
-        let mut counts: Array<MapData, u64> = Array::try_from(agent_map(agent, "MARK_COUNTS")?)?;
+        // Uncounted after it is gone: the count is never short of the marks.
+        let mut mark_counts: Array<MapData, u64> = Array::try_from(agent_map(agent, "MARK_COUNTS")?)?;
         let slot = MarkCounter::MarksCommand as u32;
-        counts.set(slot, counts.get(&slot, 0)?.wrapping_sub(1), 0)?;
+        mark_counts.set(slot, mark_counts.get(&slot, 0)?.wrapping_sub(1), 0)?;
     }
     Ok(was)
 }
