@@ -301,7 +301,8 @@ fn any_marks() -> bool {
 #[inline(always)]
 fn count_marks(delta: u64) {
     if let Some(slot) = MARK_COUNTS.get_ptr_mut(MarkCounter::Probes as u32) {
-        atomic_add(slot, delta);
+        // SAFETY: a slot of an array map of u64.
+        unsafe { atomic_add(slot, delta) };
     }
 }
 

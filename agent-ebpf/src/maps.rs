@@ -76,7 +76,12 @@ pub fn count(counter: Counter) {
 
 /// Adds `delta` to `*target` in one atomic instruction: Rust offers no
 /// atomic add on this target (it lacks compare-and-swap), BPF does.
+///
+/// # Safety
+///
+/// `target` must point to an 8-aligned `u64` in map or global memory this
+/// program may write.
 #[inline(always)]
-pub fn atomic_add(target: *mut u64, delta: u64) {
+pub unsafe fn atomic_add(target: *mut u64, delta: u64) {
     unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) target, d = in(reg) delta) };
 }

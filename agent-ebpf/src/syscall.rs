@@ -100,7 +100,8 @@ static mut PENDING_ENTRIES: u64 = 0;
 
 #[inline(always)]
 fn count_pending(delta: u64) {
-    atomic_add(&raw mut PENDING_ENTRIES, delta);
+    // SAFETY: a u64 global of this program.
+    unsafe { atomic_add(&raw mut PENDING_ENTRIES, delta) };
 }
 
 #[inline(always)]

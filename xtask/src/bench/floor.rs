@@ -203,32 +203,54 @@ fn ok(ret: libc::c_long) -> std::io::Result<libc::c_long> {
 mod tests {
     use super::*;
 
-    /// How often the empty programs ran, from their fdinfo (counted while
-    /// run statistics are on).
-    fn runs(programs: &EmptyPrograms) -> u64 {
-        let fdinfo =
-            |fd: &OwnedFd| std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
-        let run_cnt = |info: String| -> u64 {
+    /// How often the empty program at each of Levee's attachments ran,
+    /// from its fdinfo (counted while run statistics are on).
+    fn runs(programs: &EmptyPrograms) -> Vec<(Hook, u64)> {
+        let run_cnt = |fd: &OwnedFd| -> u64 {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
             info.lines()
                 .find_map(|l| l.strip_prefix("run_cnt:"))
                 .map_or(0, |n| n.trim().parse().unwrap())
         };
-        programs._programs.iter().map(|fd| run_cnt(fdinfo(fd))).sum()
+        ATTACHMENTS
+            .iter()
+            .zip(&programs._programs)
+            .map(|(&(_, hook), fd)| (hook, run_cnt(fd)))
+            .collect()
     }
 
-    /// The floor must run where Levee's probes run, or it measures nothing.
+    /// The floor must run where Levee's probes run, or it measures nothing:
+    /// each `unlink` runs the programs at its own entry and exit. Many of
+    /// them, for the runs to stand out from what reading the counts costs.
     #[test]
     fn empty_programs_run_at_levee_hooks() {
+        const FILES: u64 = 1000;
         let programs = EmptyPrograms::attach().unwrap();
         // Counts runs while this descriptor is open (`BPF_STATS_RUN_TIME`).
         let stats = bpf(BPF_ENABLE_STATS, &0u32).unwrap();
-        let before = runs(&programs);
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("gone");
-        std::fs::write(&file, b"x").unwrap();
-        std::fs::remove_file(&file).unwrap();
-        // At least the entry and exit of this unlink (other tasks add more).
-        assert!(runs(&programs) >= before + 2, "the empty programs did not run");
+        let files: Vec<_> = (0..FILES).map(|i| dir.path().join(i.to_string())).collect();
+        for file in &files {
+            std::fs::write(file, b"x").unwrap();
+        }
+        let before = runs(&programs);
+        for file in &files {
+            std::fs::remove_file(file).unwrap();
+        }
+        let after = runs(&programs);
+        for name in ["sys_enter_unlink", "sys_exit_unlink"] {
+            let ran = |runs: &[(Hook, u64)]| -> u64 {
+                runs.iter()
+                    .filter(|(hook, _)| matches!(hook, Hook::Syscall(n) if *n == name))
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            let delta = ran(&after) - ran(&before);
+            assert!(
+                delta >= FILES,
+                "the empty program at {name} ran {delta} times for {FILES} unlinks"
+            );
+        }
         drop(stats);
     }
 }
