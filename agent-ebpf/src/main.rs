@@ -12,7 +12,7 @@
 //! `open`, `block`, `process`.
 #![no_std]
 #![no_main]
-// For one atomic add (`syscall::count_pending`), as aya-ebpf itself uses.
+// For atomic adds (`maps::atomic_add`), as aya-ebpf itself uses.
 #![feature(asm_experimental_arch)]
 
 mod block;
