@@ -20,6 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    clock,
     kernel::{read_u32, read_u64, Btf},
     maps::{atomic_add, offsets},
     record::Record,
@@ -52,6 +53,13 @@ static PROTECTED_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0)
 /// (uid) and cgroups (id).
 #[map]
 static EXEMPT_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+/// At least the number of allowlisted processes in `EXEMPT_PIDS`: while it
+/// is 0, which is nearly always (the programs spared by default, such as
+/// sshd, are not allowlisted), records skip the lookup. Only the probes
+/// write `EXEMPT_PIDS`, each process's entry at its own fork, exec and exit,
+/// which never run at once; processes on two CPUs may update the count at
+/// once, hence atomic adds.
+static mut ALLOWLISTED_PIDS: u64 = 0;
 #[map]
 static EXEMPT_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
 #[map]
@@ -89,10 +97,10 @@ pub fn exempt_if_allowlisted(bprm: u64, pid: u32, o: &KernelOffsets) {
         by_inode
     };
     if exemption != 0 {
-        let _ = EXEMPT_PIDS.insert(&pid, &exemption, 0);
+        set_exemption(pid, exemption);
     } else if exemption_of(pid) == Exemption::Spared as u32 {
         // A spared program that runs another is spared no more.
-        let _ = EXEMPT_PIDS.remove(&pid);
+        set_exemption(pid, 0);
     }
 }
 
@@ -118,24 +126,53 @@ fn exemption_of(pid: u32) -> u32 {
     unsafe { EXEMPT_PIDS.get(&pid) }.copied().unwrap_or(0)
 }
 
+/// Sets process `pid`'s `Exemption` (0: none), keeping `ALLOWLISTED_PIDS`
+/// never short of the allowlisted entries: counted before one exists,
+/// uncounted after it is gone.
+#[inline(always)]
+fn set_exemption(pid: u32, exemption: u32) {
+    let old = exemption_of(pid);
+    if old == exemption {
+        return;
+    }
+    let allowlisted = Exemption::Allowlisted as u32;
+    if exemption == allowlisted {
+        count_allowlisted(1);
+    }
+    let done =
+        if exemption == 0 { EXEMPT_PIDS.remove(&pid).is_ok() } else { EXEMPT_PIDS.insert(&pid, &exemption, 0).is_ok() };
+    // Taken back: a failed insert of an allowlisted entry, or an allowlisted
+    // entry replaced or removed.
+    if (!done && exemption == allowlisted) || (done && old == allowlisted) {
+        count_allowlisted(u64::MAX);
+    }
+}
+
+#[inline(always)]
+fn count_allowlisted(delta: u64) {
+    // SAFETY: a u64 global of this program.
+    unsafe { atomic_add(&raw mut ALLOWLISTED_PIDS, delta) };
+}
+
 /// Whether the probes exempted process `pid` (allowlisted, or a child of one).
 #[inline(always)]
 pub fn is_exempt_pid(pid: u32) -> bool {
-    exemption_of(pid) == Exemption::Allowlisted as u32
+    let any = unsafe { (&raw const ALLOWLISTED_PIDS).read_volatile() } != 0;
+    any && exemption_of(pid) == Exemption::Allowlisted as u32
 }
 
 /// At fork: children of allowlisted processes are allowlisted.
 #[inline(always)]
 pub fn inherit_exemption(parent: u32, child: u32) {
     if is_exempt_pid(parent) {
-        let _ = EXEMPT_PIDS.insert(&child, &(Exemption::Allowlisted as u32), 0);
+        set_exemption(child, Exemption::Allowlisted as u32);
     }
 }
 
 /// At exit: the pid may be reused by anyone.
 #[inline(always)]
 pub fn forget_exemption(pid: u32) {
-    let _ = EXEMPT_PIDS.remove(&pid);
+    set_exemption(pid, 0);
 }
 
 #[inline(always)]
@@ -175,7 +212,7 @@ impl Subject {
         let current = Btf::current_task();
         let pid = task::pid(current, o);
         Subject {
-            boot_ns: task::boot_ns(),
+            boot_ns: clock::this_tick(),
             cgroup_id: task::cgroup_id(current, o),
             pid,
             uid: task::uid(current, o),
@@ -336,8 +373,10 @@ fn act(
     limit: u32,
     dev: u32,
 ) {
+    // Timed exactly: the SOC measures its response from this moment.
+    let now = clock::exact();
     if reason != GuardReason::MarkedSession {
-        let mark = Mark { boot_ns: task.boot_ns, reason: reason as u32, class };
+        let mark = Mark { boot_ns: now, reason: reason as u32, class };
         // Counted before it exists, so the count is never short of the marks
         // (a destructive call in between would skip the lookup); taken back
         // unless new: of two CPUs marking one session, one inserts.
@@ -349,7 +388,7 @@ fn act(
     let killed = cfg.enforce != 0 && exemption_of(task.pid) != Exemption::Spared as u32;
     let signal_ret = if killed { (unsafe { bpf_send_signal(SIGKILL) }) as i32 } else { 0 };
     let o = offsets();
-    let Some(record) = Record::<RawGuard>::start(EventKind::Guard, &o) else { return };
+    let Some(record) = Record::<RawGuard>::start_at(EventKind::Guard, now, &o) else { return };
     let fixed = record.fixed();
     fixed.session = session;
     fixed.reason = reason as u32;

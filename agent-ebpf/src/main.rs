@@ -4,18 +4,19 @@
 //! Only tracepoints (and one raw tracepoint) are used: they are what every
 //! kernel Levee supports offers, with no kprobes, fentry or BPF LSM needed.
 //!
-//! Layout: `maps` (shared maps and globals), `kernel` and `task` (reading
-//! kernel memory), `files` (fd → file → inode), `path` (rebuilding paths),
-//! `record` (building a ring-buffer record), `syscall` (a syscall's
-//! arguments, read at exit from the registers it was entered with), `guard`
-//! (per-session limits and kills), then one module per probe family: `fs`,
-//! `open`, `block`, `process`.
+//! Layout: `maps` (shared maps and globals), `clock` (record times),
+//! `kernel` and `task` (reading kernel memory), `files` (fd → file →
+//! inode), `path` (rebuilding paths), `record` (building a ring-buffer
+//! record), `syscall` (a syscall's arguments, read at exit from the
+//! registers it was entered with), `guard` (per-session limits and kills),
+//! then one module per probe family: `fs`, `open`, `block`, `process`.
 #![no_std]
 #![no_main]
 // For atomic adds (`maps::atomic_add`), as aya-ebpf itself uses.
 #![feature(asm_experimental_arch)]
 
 mod block;
+mod clock;
 mod files;
 mod fs;
 mod guard;

@@ -22,6 +22,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    clock,
     maps::{count, wakeup_flags, Delivery, EVENTS},
     path::{self, PathRef},
     task,
@@ -56,9 +57,16 @@ pub struct Record<T: 'static> {
 }
 
 impl<T: 'static> Record<T> {
-    /// Starts a record of `kind` about the current task.
+    /// Starts a record of `kind` about the current task, timed to the tick
+    /// (see `clock`).
     #[inline(always)]
     pub fn start(kind: EventKind, o: &KernelOffsets) -> Option<Self> {
+        Self::start_at(kind, clock::this_tick(), o)
+    }
+
+    /// Starts a record of `kind` about the current task, timed `boot_ns`.
+    #[inline(always)]
+    pub fn start_at(kind: EventKind, boot_ns: u64, o: &KernelOffsets) -> Option<Self> {
         let scratch = SCRATCH.get_ptr_mut(0)?;
         let record = Record { scratch, _fixed: PhantomData };
         record.set_end(0);
@@ -68,7 +76,7 @@ impl<T: 'static> Record<T> {
         // (`assert_record_layout!`), and the buffer is larger than any of them.
         unsafe {
             (*head.cast::<EventHeader>()).kind = kind as u32;
-            task::fill(&mut *head.add(8).cast::<TaskInfo>(), o);
+            task::fill(&mut *head.add(8).cast::<TaskInfo>(), boot_ns, o);
         }
         Some(record)
     }

@@ -8,7 +8,7 @@ use agent_common::{
     event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
     KernelOffsets, TaskInfo,
 };
-use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_ktime_get_boot_ns};
+use aya_ebpf::helpers::generated::bpf_get_current_task;
 
 use crate::kernel::Btf;
 
@@ -21,12 +21,12 @@ pub fn current() -> u64 {
     unsafe { bpf_get_current_task() }
 }
 
-/// Fills `info` from the current task.
+/// Fills `info` from the current task, at time `boot_ns`.
 #[inline(always)]
-pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
+pub fn fill(info: &mut TaskInfo, boot_ns: u64, o: &KernelOffsets) {
     let task = Btf::current_task();
     let cred = task.ptr(o.task_cred);
-    info.boot_ns = boot_ns();
+    info.boot_ns = boot_ns;
     info.cgroup_id = cgroup_id(task, o);
     info.tid = task.u32(o.task_pid);
     info.pid = pid(task, o);
@@ -45,11 +45,6 @@ pub fn fill(info: &mut TaskInfo, o: &KernelOffsets) {
     info.audit_session = audit_session(task, o);
     info.sid = sid(task, o);
     info.pgid = signal_pid(task, o.signal_pgid, o);
-}
-
-#[inline(always)]
-pub fn boot_ns() -> u64 {
-    unsafe { bpf_ktime_get_boot_ns() }
 }
 
 /// The process id of `task` (the kernel's tgid).
