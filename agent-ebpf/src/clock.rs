@@ -6,8 +6,9 @@
 //! it once per tick per CPU and reuse that value for the rest of the tick
 //! (`jiffies`, which the verifier inlines into a load): their time is at
 //! most a tick early (4 ms at HZ=250) and never later than the event, finer
-//! than anything scores or reports need. What is timed to the moment (the guard acting,
-//! which the SOC and the latency benchmark measure from) reads it exactly.
+//! than anything scores or reports need. What is timed to the moment reads
+//! it exactly: the guard acting (the SOC's and the latency benchmark's
+//! start) and a process's exit (where a kill's latency ends).
 
 use aya_ebpf::{
     helpers::generated::{bpf_jiffies64, bpf_ktime_get_boot_ns},
@@ -25,27 +26,45 @@ pub struct Reading {
 #[map]
 static LAST_READING: PerCpuArray<Reading> = PerCpuArray::with_max_entries(1, 0);
 
-/// The clock, exactly.
+/// The clock, exactly; kept as this CPU's reading, so the records that
+/// follow in this tick are never timed before it.
 #[inline(always)]
 pub fn exact() -> u64 {
-    unsafe { bpf_ktime_get_boot_ns() }
+    let jiffies = unsafe { bpf_jiffies64() };
+    let now = read();
+    if let Some(last) = LAST_READING.get_ptr_mut(0) {
+        keep(last, jiffies, now);
+    }
+    now
 }
 
 /// The clock to within a tick (see the module's documentation).
 #[inline(always)]
 pub fn this_tick() -> u64 {
     let jiffies = unsafe { bpf_jiffies64() };
-    let Some(last) = LAST_READING.get_ptr_mut(0) else { return exact() };
-    // A program preempted on this CPU may run another in between: the
-    // reading is stored time first, tick second, and loaded in the other
-    // order, so a tick that matches never comes with an older tick's time.
+    let Some(last) = LAST_READING.get_ptr_mut(0) else { return read() };
+    if unsafe { (&raw const (*last).jiffies).read_volatile() } == jiffies {
+        return unsafe { (&raw const (*last).boot_ns).read_volatile() };
+    }
+    let now = read();
+    keep(last, jiffies, now);
+    now
+}
+
+#[inline(always)]
+fn read() -> u64 {
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Stores a reading taken at or after tick `jiffies` began.
+///
+/// A program preempted on this CPU may run another in between: the reading
+/// is stored time first, tick second, and `this_tick` loads them in the
+/// other order, so a tick that matches never comes with an older tick's time.
+#[inline(always)]
+fn keep(last: *mut Reading, jiffies: u64, now: u64) {
     unsafe {
-        if (&raw const (*last).jiffies).read_volatile() == jiffies {
-            return (&raw const (*last).boot_ns).read_volatile();
-        }
-        let now = exact();
         (&raw mut (*last).boot_ns).write_volatile(now);
         (&raw mut (*last).jiffies).write_volatile(jiffies);
-        now
     }
 }

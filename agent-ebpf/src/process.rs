@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    guard,
+    clock, guard,
     kernel::{read_u32, read_u64, Btf},
     maps::offsets,
     record::Record,
@@ -88,7 +88,8 @@ pub fn exit(ctx: TracePointContext) -> u32 {
     }
     let o = offsets();
     guard::forget_exemption(task::pid(Btf::current_task(), &o));
-    let Some(record) = Record::<RawExit>::start(EventKind::Exit, &o) else { return 0 };
+    // Timed exactly: a kill's latency is measured to it.
+    let Some(record) = Record::<RawExit>::start_at(EventKind::Exit, clock::exact(), &o) else { return 0 };
     record.fixed().exit_code = Btf::current_task().u32(o.task_exit_code);
     record.submit();
     0
