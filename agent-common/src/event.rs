@@ -76,8 +76,9 @@ pub struct EventHeader {
 #[derive(Clone, Copy, Debug)]
 pub struct TaskInfo {
     /// `bpf_ktime_get_boot_ns`: nanoseconds since boot, suspend included;
-    /// to within a kernel tick, never later than the event, except in guard
-    /// and exit records, which are exact (see the probes' `clock`).
+    /// never later than the event and normally within a kernel tick before
+    /// it, except in guard and exit records, which are exact (see the
+    /// probes' `clock`).
     pub boot_ns: u64,
     /// When the process started (`task_struct.start_boottime` of the thread-group
     /// leader): with `pid`, identifies the process across pid reuse.

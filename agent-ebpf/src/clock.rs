@@ -4,9 +4,10 @@
 //! Reading the clock is an ordered TSC read, slow in a virtual machine: it
 //! took an eighth of a deletion's probe here. Routine records therefore read
 //! it once per tick per CPU and reuse that value for the rest of the tick
-//! (`jiffies`, which the verifier inlines into a load): their time is at
-//! most a tick early (4 ms at HZ=250) and never later than the event, finer
-//! than anything scores or reports need. What is timed to the moment reads
+//! (`jiffies`, which the verifier inlines into a load): their time is never
+//! later than the event and normally at most a tick early (4 ms at HZ=250;
+//! more if the tick that advances `jiffies` is itself late), finer than
+//! anything scores or reports need. What is timed to the moment reads
 //! it exactly: the guard acting (the SOC's and the latency benchmark's
 //! start) and a process's exit (where a kill's latency ends).
 
@@ -58,9 +59,10 @@ fn read() -> u64 {
 
 /// Stores a reading taken at or after tick `jiffies` began.
 ///
-/// A program preempted on this CPU may run another in between: the reading
-/// is stored time first, tick second, and `this_tick` loads them in the
-/// other order, so a tick that matches never comes with an older tick's time.
+/// Programs on one CPU do not interleave (they run without preemption, and
+/// a tracepoint program that would nest in another is skipped). Were one
+/// to run between these stores, the order (time first, tick second, loaded
+/// the other way round) still never hands out a time later than the event.
 #[inline(always)]
 fn keep(last: *mut Reading, jiffies: u64, now: u64) {
     unsafe {

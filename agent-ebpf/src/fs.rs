@@ -56,11 +56,11 @@ pub fn deletion_exit(ctx: TracePointContext) -> u32 {
     fixed.class = class;
     fixed.path = path;
     let succeeded = fixed.ret == 0;
-    let subject = guard::Subject::of(&fixed.task);
+    let (subject, time) = (guard::Subject::of(&fixed.task), fixed.task.boot_ns);
     // Sent first: the guard's own record reuses the scratch buffer.
     record.submit();
     if succeeded {
-        guard::count_deletion(&subject, class);
+        guard::count_deletion(&subject, class, time);
     }
     0
 }

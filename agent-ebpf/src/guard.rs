@@ -183,7 +183,6 @@ fn config() -> Option<GuardConfig> {
 /// What the guard needs to know about a task: small, for the 512-byte stack.
 #[derive(Clone, Copy)]
 pub struct Subject {
-    boot_ns: u64,
     cgroup_id: u64,
     pid: u32,
     uid: u32,
@@ -196,7 +195,6 @@ impl Subject {
     #[inline(always)]
     pub fn of(task: &TaskInfo) -> Subject {
         Subject {
-            boot_ns: task.boot_ns,
             cgroup_id: task.cgroup_id,
             pid: task.pid,
             uid: task.uid,
@@ -212,7 +210,6 @@ impl Subject {
         let current = Btf::current_task();
         let pid = task::pid(current, o);
         Subject {
-            boot_ns: clock::this_tick(),
             cgroup_id: task::cgroup_id(current, o),
             pid,
             uid: task::uid(current, o),
@@ -258,10 +255,10 @@ pub fn dir_class(dev: u32, inode: u64, o: &KernelOffsets) -> u32 {
     unsafe { PROTECTED_DIRS.get(&key) }.copied().unwrap_or(0)
 }
 
-/// After a successful deletion in `class`: counts it for the session and
-/// acts if a limit is crossed.
+/// After a successful deletion in `class` at `boot_ns`: counts it for the
+/// session and acts if a limit is crossed.
 #[inline(always)]
-pub fn count_deletion(task: &Subject, class: u32) {
+pub fn count_deletion(task: &Subject, class: u32, boot_ns: u64) {
     let Some(cfg) = config() else { return };
     if exempt(task, &cfg) {
         return;
@@ -270,7 +267,7 @@ pub fn count_deletion(task: &Subject, class: u32) {
     let counts = match SESSIONS.get_ptr_mut(&session) {
         Some(counts) => counts,
         None => {
-            let fresh = SessionCounts { window_start: task.boot_ns, counts: [0; CLASS_COUNT] };
+            let fresh = SessionCounts { window_start: boot_ns, counts: [0; CLASS_COUNT] };
             // Not over a session another CPU just started.
             let _ = SESSIONS.insert(&session, &fresh, BPF_NOEXIST as u64);
             let Some(counts) = SESSIONS.get_ptr_mut(&session) else { return };
@@ -278,8 +275,8 @@ pub fn count_deletion(task: &Subject, class: u32) {
         }
     };
     let counts = unsafe { &mut *counts };
-    if task.boot_ns.saturating_sub(counts.window_start) > cfg.window_ns {
-        counts.window_start = task.boot_ns;
+    if boot_ns.saturating_sub(counts.window_start) > cfg.window_ns {
+        counts.window_start = boot_ns;
         counts.counts = [0; CLASS_COUNT];
     }
     // Masked so the verifier sees an index inside the array.

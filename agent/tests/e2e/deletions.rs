@@ -73,11 +73,12 @@ fn one_file_deleted_by_another_user_is_attributed() {
     assert_eq!(e["process"]["gid"], 65534);
     assert_eq!(e["process"]["comm"], "rm");
     assert!(e["process"]["cgroup_id"].as_u64().unwrap() > 0);
-    // Routine records are timed to the kernel's tick (at most 4 ms early,
-    // never late); the slack covers that and the clocks' drift since the
-    // agent started.
+    // Routine records are timed to the kernel's tick (a few ms early at
+    // most, never late); the slack covers that, a late tick on a busy VM and
+    // the clocks' drift since the agent started. A reading never refreshed
+    // would date from the agent's start-up, far earlier.
     let time = humantime::parse_rfc3339(e["time"].as_str().unwrap()).unwrap();
-    let slack = Duration::from_millis(10);
+    let slack = Duration::from_millis(50);
     assert!(
         time + slack >= before && time <= after + slack,
         "{time:?} outside {before:?}..{after:?}"
