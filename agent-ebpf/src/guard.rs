@@ -22,7 +22,7 @@ use aya_ebpf::{
 use crate::{
     clock,
     kernel::{read_u32, read_u64, Btf},
-    maps::{atomic_add, offsets},
+    maps::{atomic_add, offsets, EntryCount},
     record::Record,
     task,
 };
@@ -53,13 +53,11 @@ static PROTECTED_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0)
 /// (uid) and cgroups (id).
 #[map]
 static EXEMPT_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
-/// At least the number of allowlisted processes in `EXEMPT_PIDS`: while it
-/// is 0, which is nearly always (the programs spared by default, such as
-/// sshd, are not allowlisted), records skip the lookup. Only the probes
-/// write `EXEMPT_PIDS`, each process's entry at its own fork, exec and exit,
-/// which never run at once; processes on two CPUs may update the count at
-/// once, hence atomic adds.
-static mut ALLOWLISTED_PIDS: u64 = 0;
+/// The allowlisted processes in `EXEMPT_PIDS`: every record skips the
+/// lookup while there are none (the programs spared by default, such as
+/// sshd, are not allowlisted). Only the probes write `EXEMPT_PIDS`, each
+/// process's entry at its own fork, exec and exit, which never run at once.
+static ALLOWLISTED_PIDS: EntryCount = EntryCount::new();
 #[map]
 static EXEMPT_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
 #[map]
@@ -137,28 +135,21 @@ fn set_exemption(pid: u32, exemption: u32) {
     }
     let allowlisted = Exemption::Allowlisted as u32;
     if exemption == allowlisted {
-        count_allowlisted(1);
+        ALLOWLISTED_PIDS.up();
     }
     let done =
         if exemption == 0 { EXEMPT_PIDS.remove(&pid).is_ok() } else { EXEMPT_PIDS.insert(&pid, &exemption, 0).is_ok() };
     // Taken back: a failed insert of an allowlisted entry, or an allowlisted
     // entry replaced or removed.
     if (!done && exemption == allowlisted) || (done && old == allowlisted) {
-        count_allowlisted(u64::MAX);
+        ALLOWLISTED_PIDS.down();
     }
-}
-
-#[inline(always)]
-fn count_allowlisted(delta: u64) {
-    // SAFETY: a u64 global of this program.
-    unsafe { atomic_add(&raw mut ALLOWLISTED_PIDS, delta) };
 }
 
 /// Whether the probes exempted process `pid` (allowlisted, or a child of one).
 #[inline(always)]
 pub fn is_exempt_pid(pid: u32) -> bool {
-    let any = unsafe { (&raw const ALLOWLISTED_PIDS).read_volatile() } != 0;
-    any && exemption_of(pid) == Exemption::Allowlisted as u32
+    !ALLOWLISTED_PIDS.is_zero() && exemption_of(pid) == Exemption::Allowlisted as u32
 }
 
 /// At fork: children of allowlisted processes are allowlisted.

@@ -1,5 +1,7 @@
 //! Maps and globals shared by every probe.
 
+use core::cell::UnsafeCell;
+
 use agent_common::{event::RECORD_MAX, Counter, KernelOffsets};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -84,4 +86,38 @@ pub fn count(counter: Counter) {
 #[inline(always)]
 pub unsafe fn atomic_add(target: *mut u64, delta: u64) {
     unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) target, d = in(reg) delta) };
+}
+
+/// A count of the entries of the map it stands beside, never short of them
+/// when a probe reads it (each user says why); while it is 0 (nearly
+/// always) probes skip looking the map up. A global of the
+/// program, changed by atomic adds: probes on several CPUs change it at once.
+pub struct EntryCount(UnsafeCell<u64>);
+
+// SAFETY: only changed by atomic adds and read by volatile loads.
+unsafe impl Sync for EntryCount {}
+
+impl EntryCount {
+    pub const fn new() -> EntryCount {
+        EntryCount(UnsafeCell::new(0))
+    }
+
+    #[inline(always)]
+    pub fn up(&self) {
+        // SAFETY: an 8-aligned u64 global of this program.
+        unsafe { atomic_add(self.0.get(), 1) }
+    }
+
+    /// Wrapping: -1.
+    #[inline(always)]
+    pub fn down(&self) {
+        // SAFETY: as for `up`.
+        unsafe { atomic_add(self.0.get(), u64::MAX) }
+    }
+
+    /// A volatile read: set at run time, never the constant initial value.
+    #[inline(always)]
+    pub fn is_zero(&self) -> bool {
+        unsafe { self.0.get().read_volatile() == 0 }
+    }
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::Btf,
-    maps::{atomic_add, count},
+    maps::{count, EntryCount},
 };
 
 /// Syscall arguments in `sys_enter_*` records start at 16, 8 bytes each
@@ -93,16 +93,9 @@ pub struct Pending {
 #[map]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16 * 1024, 0);
 
-/// At least the number of entries in `PENDING` (an overwrite counts twice):
-/// while it is 0, which is nearly always, exits skip the lookup. Every
-/// `write` on the host has an exit probe that would otherwise pay it.
-static mut PENDING_ENTRIES: u64 = 0;
-
-#[inline(always)]
-fn count_pending(delta: u64) {
-    // SAFETY: a u64 global of this program.
-    unsafe { atomic_add(&raw mut PENDING_ENTRIES, delta) };
-}
+/// `PENDING`'s entries (an overwrite counts twice). Every `write` on the
+/// host has an exit probe that would otherwise pay the lookup.
+static PENDING_ENTRIES: EntryCount = EntryCount::new();
 
 #[inline(always)]
 pub fn remember(kind: EventKind, args: [u64; 4]) {
@@ -113,19 +106,19 @@ pub fn remember(kind: EventKind, args: [u64; 4]) {
     }
     // After the insert: this thread's exit, which alone takes the entry,
     // comes after this probe, so it never finds the count short of it.
-    count_pending(1);
+    PENDING_ENTRIES.up();
 }
 
 /// The arguments kept for this thread, if they belong to `kind`.
 #[inline(always)]
 pub fn take(kind: EventKind) -> Option<Pending> {
-    if unsafe { (&raw const PENDING_ENTRIES).read_volatile() } == 0 {
+    if PENDING_ENTRIES.is_zero() {
         return None;
     }
     let key = bpf_get_current_pid_tgid();
     let pending = unsafe { PENDING.get(&key) }.copied()?;
     if PENDING.remove(&key).is_ok() {
-        count_pending(u64::MAX);
+        PENDING_ENTRIES.down();
     }
     (pending.kind == kind as u32).then_some(pending)
 }
