@@ -133,7 +133,7 @@ pub struct GuardConfig {
 /// wrapping sum is the number of marks: while it is 0, destructive calls
 /// skip the `MARKED` lookup. With one shared count, a probe's new mark made
 /// while the agent read, changed and wrote the count back would drop out of
-/// it, and that session's processes would not be stopped at entry.
+/// it, and that session's processes would not be stopped.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MarkCounter {
@@ -198,7 +198,7 @@ impl GuardReason {
 pub enum GuardHook {
     /// After a deletion completed.
     Deletion = 1,
-    /// At entry of a destructive syscall.
+    /// On return from a destructive syscall (the call itself completed).
     DestructiveCall = 2,
     /// At entry of a raw device write.
     DeviceWrite = 3,

@@ -291,8 +291,15 @@ pub fn count_deletion(task: &Subject, class: u32, boot_ns: u64) {
     }
 }
 
-/// At entry of a destructive syscall or an exec: a marked session's process
-/// is killed before it can do more.
+/// At the exit of a destructive syscall, or the entry of an exec or a raw
+/// device write: a marked session's process is killed before it does more.
+///
+/// A tracepoint cannot refuse a call, and SIGKILL only lands on the way back
+/// to user space: sent at the entry of `unlink`, `rmdir`, `rename`,
+/// `truncate` or an `O_TRUNC` open, it still lets that call complete (checked
+/// on Linux 6.18), so those calls are checked at their exits, which run
+/// anyway. Writes are the exception: a pending SIGKILL stops a buffered write
+/// before it copies anything, hence their check at entry.
 #[inline(always)]
 pub fn check_marked(hook: GuardHook) {
     let Some(cfg) = config() else { return };

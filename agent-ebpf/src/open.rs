@@ -1,10 +1,9 @@
 //! `open`, `openat`, `openat2` with intent to write: a block device opened for
 //! writing, or an existing regular file opened with `O_TRUNC`.
 //!
-//! Entry only stops a marked session's process before an `O_TRUNC` open
-//! (and keeps `openat2`'s flags, see there). Exit reads the flags from the
-//! entry registers (see `syscall`); an open that does not write costs it one
-//! register read.
+//! Exit reads the flags from the entry registers (see `syscall`); an open
+//! that does not write costs it one register read. Only `openat2` has an
+//! entry probe, to keep its flags (see there).
 
 use agent_common::{
     block::RawBlockOpen,
@@ -32,36 +31,16 @@ const WRITING: u64 = O_WRONLY | O_RDWR | O_TRUNC;
 /// `FMODE_CREATED` from `<linux/fs.h>`: this open created the file.
 const FMODE_CREATED: u32 = 1 << 20;
 
-#[tracepoint]
-pub fn open_enter(ctx: TracePointContext) -> u32 {
-    check_if_truncating(arg(&ctx, 1));
-    0
-}
-
-#[tracepoint]
-pub fn openat_enter(ctx: TracePointContext) -> u32 {
-    check_if_truncating(arg(&ctx, 2));
-    0
-}
-
 /// `openat2`'s flags are in user memory (`struct open_how` starts with them),
 /// which another thread could rewrite while the call runs: read once here
 /// and kept for the exit when the open may write.
 #[tracepoint]
 pub fn openat2_enter(ctx: TracePointContext) -> u32 {
     let flags = unsafe { bpf_probe_read_user(arg(&ctx, 2) as *const u64) }.unwrap_or(0);
-    check_if_truncating(flags);
     if flags & WRITING != 0 {
         remember(EventKind::BlockOpen, [flags, 0, 0, 0]);
     }
     0
-}
-
-#[inline(always)]
-fn check_if_truncating(flags: u64) {
-    if flags & O_TRUNC != 0 {
-        guard::check_marked(GuardHook::DestructiveCall);
-    }
 }
 
 /// At `sys_exit_open`, `sys_exit_openat` and `sys_exit_openat2`.
@@ -92,7 +71,10 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
     let Some(inode) = Inode::of(file, &o) else { return 0 };
     match inode.file_type(&o) {
         S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, &o),
-        S_IFREG if flags & O_TRUNC != 0 => open_trunc(fd, file, &o),
+        S_IFREG if flags & O_TRUNC != 0 => {
+            open_trunc(fd, file, &o);
+            guard::check_marked(GuardHook::DestructiveCall);
+        }
         _ => {}
     }
     0

@@ -568,6 +568,80 @@ fn a_session_the_kernel_marked_stays_stopped_across_policy_reloads() {
     assert!(stderr.matches("policy reloaded").count() >= 2, "{stderr}");
 }
 
+/// Processes of a marked session that were already running, and so never
+/// pass an `exec` the guard could stop, die at their next destructive call:
+/// that call completes (a tracepoint cannot refuse it; the kill lands as it
+/// returns), the one after never happens.
+#[test]
+fn a_marked_sessions_running_processes_die_at_their_next_destructive_call() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path().join("backups");
+    fill(&backups, 2, 300);
+    let spare = sandbox.path().join("spare");
+    std::fs::create_dir(&spare).unwrap();
+    for name in ["a", "b", "c", "d"] {
+        std::fs::write(spare.join(name), b"data").unwrap();
+    }
+    let gate = Gate::new(&sandbox.path().join("gate"));
+    // Only the deleting `rm` is the agent's to kill: the kernel's mark alone
+    // must stop the rest of the session.
+    let policy = test_policy(&sandbox, "enforce", LIMIT as u32, &[])
+        .replace(r#"target = "session""#, r#"target = "process""#);
+    let agent = Agent::start_with_policy(&sandbox, &policy);
+
+    // perl runs (its exec done) before the session is marked, then waits for
+    // `go` and deletes two files. The shell, after the gate, truncates two
+    // files by redirection, a destructive call it makes itself. Between the
+    // `rm` and those, builtins only, and `>>` appends (destroys nothing).
+    // Braced: a bare `&` would background the whole `&&` list that
+    // `in_login_session` puts before the script, login included.
+    let dir = sandbox.path().to_owned();
+    let attack = std::thread::spawn(move || {
+        in_login_session(
+            &dir,
+            r#"{ perl -e 'open(my $r, ">>", "ready"); select(undef, undef, undef, 0.02) until -e "go"; unlink "spare/a"; unlink "spare/b"' & }
+            while [ ! -e ready ]; do :; done
+            rm -rf backups; echo >> marked; read go < gate; echo >> go
+            wait $!; echo $? >> perl-status
+            : > spare/c; : > spare/d"#,
+        )
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sandbox.path().join("marked").exists() {
+        assert!(std::time::Instant::now() < deadline, "the rm never ended");
+        assert!(!attack.is_finished(), "the shell died with the rm");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(count_files(&backups) > 0, "the rm was not stopped");
+    drop(gate);
+    let (status, session) = attack.join().unwrap();
+
+    let perl_status = std::fs::read_to_string(sandbox.path().join("perl-status")).unwrap();
+    assert_eq!(perl_status.trim(), "137", "perl was not killed by SIGKILL");
+    assert!(!spare.join("a").exists(), "the call that met the mark completes");
+    assert!(spare.join("b").exists(), "perl deleted on after the mark");
+    assert!(killed(status), "the shell was not killed: {status:?}");
+    assert_eq!(std::fs::read(spare.join("c")).unwrap(), b"");
+    assert_eq!(
+        std::fs::read(spare.join("d")).unwrap(),
+        b"data",
+        "the shell truncated on"
+    );
+    let stopped = agent
+        .everything_until_now(&sandbox)
+        .into_iter()
+        .filter(|e| {
+            e["type"] == "guard"
+                && e["session"]["key"] == format!("login:{session}").as_str()
+                && e["reason"] == "marked_session"
+                && e["hook"] == "destructive_call"
+                && e["killed"] == true
+        })
+        .count();
+    assert_eq!(stopped, 2, "one kill each for perl and the shell");
+    agent.stop();
+}
+
 #[test]
 fn marks_are_listed_explained_and_cleared() {
     let sandbox = Sandbox::new();
