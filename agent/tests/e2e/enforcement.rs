@@ -517,48 +517,73 @@ impl Drop for Gate {
     }
 }
 
+/// A login session whose `rm -rf backups` the kernel stops at the limit and
+/// marks, then waits at a gate: `before` runs first, `after` once the gate
+/// opens. Only the deleting `rm` is the agent's to kill (`target =
+/// "process"`): the rest of the session lives on, where only the kernel's
+/// mark can stop it. Between the `rm` and `after`, builtins only (any exec of
+/// a marked session dies), and `>>` appends, which destroys nothing.
+struct MarkedSession {
+    agent: Agent,
+    gate: Gate,
+    attack: std::thread::JoinHandle<(std::process::ExitStatus, u64)>,
+}
+
+impl MarkedSession {
+    fn start(sandbox: &Sandbox, before: &str, after: &str) -> MarkedSession {
+        let backups = sandbox.path().join("backups");
+        fill(&backups, 2, 300);
+        let gate = Gate::new(&sandbox.path().join("gate"));
+        let policy = test_policy(sandbox, "enforce", LIMIT as u32, &[])
+            .replace(r#"target = "session""#, r#"target = "process""#);
+        let agent = Agent::start_with_policy(sandbox, &policy);
+        let dir = sandbox.path().to_owned();
+        let script = format!("{before}\nrm -rf backups; echo >> marked; read go < gate; {after}");
+        let attack = std::thread::spawn(move || in_login_session(&dir, &script));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !sandbox.path().join("marked").exists() {
+            assert!(std::time::Instant::now() < deadline, "the rm never ended");
+            assert!(!attack.is_finished(), "the shell died with the rm");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(count_files(&backups) > 0, "the rm was not stopped");
+        MarkedSession { agent, gate, attack }
+    }
+
+    /// Opens the gate and waits for the session: the agent, the shell's
+    /// status and the audit session id.
+    fn finish(self) -> (Agent, std::process::ExitStatus, u64) {
+        drop(self.gate);
+        let (status, session) = self.attack.join().unwrap();
+        (self.agent, status, session)
+    }
+}
+
+/// `spare/NAME` in the sandbox, each holding "data".
+fn spare_files(sandbox: &Sandbox, names: &[&str]) -> std::path::PathBuf {
+    let spare = sandbox.path().join("spare");
+    std::fs::create_dir(&spare).unwrap();
+    for name in names {
+        std::fs::write(spare.join(name), b"data").unwrap();
+    }
+    spare
+}
+
 #[test]
 fn a_session_the_kernel_marked_stays_stopped_across_policy_reloads() {
     let sandbox = Sandbox::new();
-    let backups = sandbox.path().join("backups");
-    fill(&backups, 2, 300);
-    let spare = sandbox.path().join("spare");
-    std::fs::create_dir(&spare).unwrap();
-    std::fs::write(spare.join("keep"), b"data").unwrap();
-    let gate = Gate::new(&sandbox.path().join("gate"));
-    // The agent kills only the deleting process: the session's shell lives
-    // on to try again after the reloads, where only the kernel's mark stops it.
-    let policy = test_policy(&sandbox, "enforce", LIMIT as u32, &[])
-        .replace(r#"target = "session""#, r#"target = "process""#);
-    let agent = Agent::start_with_policy(&sandbox, &policy);
-
-    // Builtins only between the two `rm`s: the session is marked by then,
-    // and any exec of it would die. `>>` appends, which destroys nothing.
-    let dir = sandbox.path().to_owned();
-    let attack = std::thread::spawn(move || {
-        in_login_session(
-            &dir,
-            "rm -rf backups; echo >> marked; read go < gate; rm -f spare/keep",
-        )
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !sandbox.path().join("marked").exists() {
-        assert!(std::time::Instant::now() < deadline, "the first rm never ended");
-        assert!(!attack.is_finished(), "the shell died with the first rm");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(count_files(&backups) > 0, "the first rm was not stopped");
+    let spare = spare_files(&sandbox, &["keep"]);
+    let marked = MarkedSession::start(&sandbox, "", "rm -f spare/keep");
     // Every reload rewrites the guard's settings, which the marks must outlive.
     for _ in 0..2 {
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(agent.pid() as i32),
+            nix::unistd::Pid::from_raw(marked.agent.pid() as i32),
             nix::sys::signal::SIGHUP,
         )
         .unwrap();
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
-    drop(gate);
-    let (status, _) = attack.join().unwrap();
+    let (agent, status, _) = marked.finish();
 
     assert!(
         spare.join("keep").exists(),
@@ -575,46 +600,19 @@ fn a_session_the_kernel_marked_stays_stopped_across_policy_reloads() {
 #[test]
 fn a_marked_sessions_running_processes_die_at_their_next_destructive_call() {
     let sandbox = Sandbox::new();
-    let backups = sandbox.path().join("backups");
-    fill(&backups, 2, 300);
-    let spare = sandbox.path().join("spare");
-    std::fs::create_dir(&spare).unwrap();
-    for name in ["a", "b", "c", "d"] {
-        std::fs::write(spare.join(name), b"data").unwrap();
-    }
-    let gate = Gate::new(&sandbox.path().join("gate"));
-    // Only the deleting `rm` is the agent's to kill: the kernel's mark alone
-    // must stop the rest of the session.
-    let policy = test_policy(&sandbox, "enforce", LIMIT as u32, &[])
-        .replace(r#"target = "session""#, r#"target = "process""#);
-    let agent = Agent::start_with_policy(&sandbox, &policy);
-
+    let spare = spare_files(&sandbox, &["a", "b", "c", "d"]);
     // perl runs (its exec done) before the session is marked, then waits for
     // `go` and deletes two files. The shell, after the gate, truncates two
-    // files by redirection, a destructive call it makes itself. Between the
-    // `rm` and those, builtins only, and `>>` appends (destroys nothing).
-    // Braced: a bare `&` would background the whole `&&` list that
-    // `in_login_session` puts before the script, login included.
-    let dir = sandbox.path().to_owned();
-    let attack = std::thread::spawn(move || {
-        in_login_session(
-            &dir,
-            r#"{ perl -e 'open(my $r, ">>", "ready"); select(undef, undef, undef, 0.02) until -e "go"; unlink "spare/a"; unlink "spare/b"' & }
-            while [ ! -e ready ]; do :; done
-            rm -rf backups; echo >> marked; read go < gate; echo >> go
-            wait $!; echo $? >> perl-status
-            : > spare/c; : > spare/d"#,
-        )
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !sandbox.path().join("marked").exists() {
-        assert!(std::time::Instant::now() < deadline, "the rm never ended");
-        assert!(!attack.is_finished(), "the shell died with the rm");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(count_files(&backups) > 0, "the rm was not stopped");
-    drop(gate);
-    let (status, session) = attack.join().unwrap();
+    // files by redirection, a destructive call it makes itself. Braced: a
+    // bare `&` would background the whole `&&` list that `in_login_session`
+    // puts before the script, login included.
+    let marked = MarkedSession::start(
+        &sandbox,
+        r#"{ perl -e 'open(my $r, ">>", "ready"); select(undef, undef, undef, 0.02) until -e "go"; unlink "spare/a"; unlink "spare/b"' & }
+        while [ ! -e ready ]; do :; done"#,
+        "echo >> go; wait $!; echo $? >> perl-status; : > spare/c; : > spare/d",
+    );
+    let (agent, status, session) = marked.finish();
 
     let perl_status = std::fs::read_to_string(sandbox.path().join("perl-status")).unwrap();
     assert_eq!(perl_status.trim(), "137", "perl was not killed by SIGKILL");
