@@ -198,7 +198,7 @@ impl GuardReason {
 pub enum GuardHook {
     /// After a deletion completed.
     Deletion = 1,
-    /// On return from a destructive syscall (the call itself completed).
+    /// At entry of a destructive syscall (at exit of a truncating open).
     DestructiveCall = 2,
     /// At entry of a raw device write.
     DeviceWrite = 3,

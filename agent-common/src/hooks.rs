@@ -16,12 +16,19 @@ pub enum Hook {
 /// Every program and where it runs: the one registry of what Levee hooks.
 /// One program may serve several hooks (the exits of related syscalls).
 pub const ATTACHMENTS: &[(&str, Hook)] = &[
+    ("destructive_enter", Hook::Syscall("sys_enter_unlink")),
+    ("destructive_enter", Hook::Syscall("sys_enter_unlinkat")),
+    ("destructive_enter", Hook::Syscall("sys_enter_rmdir")),
     ("deletion_exit", Hook::Syscall("sys_exit_unlink")),
     ("deletion_exit", Hook::Syscall("sys_exit_unlinkat")),
     ("deletion_exit", Hook::Syscall("sys_exit_rmdir")),
+    ("destructive_enter", Hook::Syscall("sys_enter_rename")),
+    ("destructive_enter", Hook::Syscall("sys_enter_renameat")),
+    ("destructive_enter", Hook::Syscall("sys_enter_renameat2")),
     ("rename_exit", Hook::Syscall("sys_exit_rename")),
     ("rename_exit", Hook::Syscall("sys_exit_renameat")),
     ("rename_exit", Hook::Syscall("sys_exit_renameat2")),
+    ("destructive_enter", Hook::Syscall("sys_enter_truncate")),
     ("ftruncate_enter", Hook::Syscall("sys_enter_ftruncate")),
     ("truncate_exit", Hook::Syscall("sys_exit_truncate")),
     ("truncate_exit", Hook::Syscall("sys_exit_ftruncate")),

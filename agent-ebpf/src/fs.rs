@@ -1,10 +1,9 @@
 //! Destroying files through the filesystem: `unlink`, `unlinkat`, `rmdir`,
 //! `rename*`, `truncate` and `ftruncate`.
 //!
-//! Exits read the arguments from the entry registers (see `syscall`),
-//! report, and stop a marked session's processes (see `guard::check_marked`
-//! for why there and not at entry). Only `ftruncate` has an entry probe: the
-//! size before is only known there.
+//! Entry probes stop a marked session's processes (see
+//! `guard::check_marked`); exits read the arguments from the entry
+//! registers (see `syscall`) and report.
 
 use agent_common::{
     fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, TruncateOp, SIZE_UNKNOWN},
@@ -25,6 +24,15 @@ use crate::{
 
 /// `AT_REMOVEDIR` from `<fcntl.h>`.
 const AT_REMOVEDIR: u64 = 0x200;
+
+/// At the entry of every call here but `ftruncate`: a marked session's
+/// process is killed (on FUSE and SMB mounts, before the call reaches the
+/// server; see `guard::check_marked`).
+#[tracepoint]
+pub fn destructive_enter(_ctx: TracePointContext) -> u32 {
+    guard::check_marked(GuardHook::DestructiveCall);
+    0
+}
 
 /// At `sys_exit_unlink`, `sys_exit_unlinkat` and `sys_exit_rmdir`.
 #[tracepoint]
@@ -53,7 +61,6 @@ pub fn deletion_exit(ctx: TracePointContext) -> u32 {
     let (subject, time) = (guard::Subject::of(&fixed.task), fixed.task.boot_ns);
     // Sent first: the guard's own records reuse the scratch buffer.
     record.submit();
-    guard::check_marked(GuardHook::DestructiveCall);
     if succeeded {
         guard::count_deletion(&subject, class, time);
     }
@@ -82,7 +89,6 @@ pub fn rename_exit(ctx: TracePointContext) -> u32 {
     fixed.from = from;
     fixed.to = to;
     record.submit();
-    guard::check_marked(GuardHook::DestructiveCall);
     0
 }
 
@@ -97,6 +103,7 @@ pub fn ftruncate_enter(ctx: TracePointContext) -> u32 {
     let Some(inode) = Inode::of(fd_file(Btf::current_task(), fd, &o), &o) else { return 0 };
     let size = inode.size(&o);
     if length < size {
+        guard::check_marked(GuardHook::DestructiveCall);
         remember(EventKind::Truncate, [fd as u64, length as u64, size as u64, 0]);
     }
     0
@@ -129,6 +136,5 @@ pub fn truncate_exit(ctx: TracePointContext) -> u32 {
     fixed.size_before = size_before;
     fixed.path = path;
     record.submit();
-    guard::check_marked(GuardHook::DestructiveCall);
     0
 }

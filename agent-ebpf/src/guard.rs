@@ -291,15 +291,18 @@ pub fn count_deletion(task: &Subject, class: u32, boot_ns: u64) {
     }
 }
 
-/// At the exit of a destructive syscall, or the entry of an exec or a raw
-/// device write: a marked session's process is killed before it does more.
+/// At the entry of a destructive syscall (the exit of a truncating open), an
+/// exec or a raw device write: a marked session's process is killed.
 ///
-/// A tracepoint cannot refuse a call, and SIGKILL only lands on the way back
-/// to user space: sent at the entry of `unlink`, `rmdir`, `rename`,
-/// `truncate` or an `O_TRUNC` open, it still lets that call complete (checked
-/// on Linux 6.18), so those calls are checked at their exits, which run
-/// anyway. Writes are the exception: a pending SIGKILL stops a buffered write
-/// before it copies anything, hence their check at entry.
+/// A tracepoint cannot refuse a call; SIGKILL lands as the call returns, and
+/// what it stops before then depends on the call. A buffered write stops
+/// before it copies a byte, and an exec before the program runs (checked on
+/// Linux 6.18). On a local filesystem `unlink`, `rmdir`, `rename` and
+/// truncations complete all the same (checked), but FUSE and SMB wait for
+/// their server killably and give up on a request not yet sent (read from
+/// their code), and backups often live there: hence these checks at entry.
+/// Opens are checked at their exit: an entry program would run at every
+/// open on the host.
 #[inline(always)]
 pub fn check_marked(hook: GuardHook) {
     let Some(cfg) = config() else { return };

@@ -594,22 +594,23 @@ fn a_session_the_kernel_marked_stays_stopped_across_policy_reloads() {
 }
 
 /// Processes of a marked session that were already running, and so never
-/// pass an `exec` the guard could stop, die at their next destructive call:
-/// that call completes (a tracepoint cannot refuse it; the kill lands as it
-/// returns), the one after never happens.
+/// pass an `exec` the guard could stop, die at their next destructive call.
+/// On a local filesystem that call completes (a tracepoint cannot refuse it;
+/// the kill lands as it returns); the one after never happens.
 #[test]
 fn a_marked_sessions_running_processes_die_at_their_next_destructive_call() {
     let sandbox = Sandbox::new();
     let spare = spare_files(&sandbox, &["a", "b", "c", "d"]);
     // perl runs (its exec done) before the session is marked, then waits for
     // `go` and deletes two files. The shell, after the gate, truncates two
-    // files by redirection, a destructive call it makes itself. Braced: a
-    // bare `&` would background the whole `&&` list that `in_login_session`
-    // puts before the script, login included.
+    // files by redirection, an `O_TRUNC` open it makes itself. Braced: a bare
+    // `&` would background the whole `&&` list that `in_login_session` puts
+    // before the script, login included. Both waits are bounded, so a
+    // failure leaves nothing spinning.
     let marked = MarkedSession::start(
         &sandbox,
-        r#"{ perl -e 'open(my $r, ">>", "ready"); select(undef, undef, undef, 0.02) until -e "go"; unlink "spare/a"; unlink "spare/b"' & }
-        while [ ! -e ready ]; do :; done"#,
+        r#"{ perl -e 'alarm 120; open(my $r, ">>", "ready"); select(undef, undef, undef, 0.02) until -e "go"; unlink "spare/a"; unlink "spare/b"' & }
+        n=0; until [ -e ready ] || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done"#,
         "echo >> go; wait $!; echo $? >> perl-status; : > spare/c; : > spare/d",
     );
     let (agent, status, session) = marked.finish();
