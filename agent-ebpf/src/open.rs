@@ -2,8 +2,10 @@
 //! writing, or an existing regular file opened with `O_TRUNC`.
 //!
 //! Exit reads the flags from the entry registers (see `syscall`); an open
-//! that does not write costs it one register read. Only `openat2` has an
-//! entry probe, to keep its flags (see there).
+//! that does not write costs it one register read. A truncating open by a
+//! marked session's process is stopped there too (see
+//! `guard::check_marked`). Only `openat2` has an entry probe, to keep its
+//! flags (see there).
 
 use agent_common::{
     block::RawBlockOpen,
