@@ -626,12 +626,13 @@ fn a_marked_sessions_running_processes_die_at_their_next_destructive_call() {
         b"data",
         "the shell truncated on"
     );
+    let key = format!("login:{session}");
     let stopped = agent
         .everything_until_now(&sandbox)
         .into_iter()
         .filter(|e| {
             e["type"] == "guard"
-                && e["session"]["key"] == format!("login:{session}").as_str()
+                && e["session"]["key"] == key.as_str()
                 && e["reason"] == "marked_session"
                 && e["hook"] == "destructive_call"
                 && e["killed"] == true
