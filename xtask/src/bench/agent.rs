@@ -231,6 +231,22 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     Some(response)
 }
 
+/// The CPU time every thread of process `pid` has run, from the first field
+/// of each thread's `schedstat`: utime and stime are sampled at clock ticks,
+/// and charge a process that wakes in step with them for whole ticks.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let mut run_ns = 0u64;
+    for thread in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let schedstat = std::fs::read_to_string(thread?.path().join("schedstat"))?;
+        run_ns += schedstat
+            .split_whitespace()
+            .next()
+            .context("empty schedstat")?
+            .parse::<u64>()?;
+    }
+    Ok(Duration::from_nanos(run_ns))
+}
+
 /// Pins the calling thread (and what it execs) to `cpus`.
 pub fn pin_to(cpus: std::ops::Range<usize>) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays inside it

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 
 use super::{
     agent::{in_login_session, time_of, BenchAgent},
-    machine, percentile, Tmpfs,
+    machine, Spread, Tmpfs,
 };
 
 const RUNS: usize = 30;
@@ -60,37 +60,23 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     }
     drop(agent);
 
-    lost_past_limit.sort_by(f64::total_cmp);
-    latency_us.sort_by(f64::total_cmp);
+    let (lost_past_limit, latency_us) = (Spread::of(&lost_past_limit), Spread::of(&latency_us));
     let report = serde_json::json!({
         "benchmark": "enforcement",
         "machine": machine(),
         "workload": format!("rm -rf of {FILES} files in {DIRS} directories on tmpfs, protected class limit {LIMIT}"),
         "runs": RUNS,
-        "entries_lost_past_limit": {
-            "p50": percentile(&lost_past_limit, 50.0),
-            "p99": percentile(&lost_past_limit, 99.0),
-            "max": percentile(&lost_past_limit, 100.0),
-            "all": lost_past_limit,
-        },
-        "decision_to_kill_us": {
-            "p50": percentile(&latency_us, 50.0),
-            "p99": percentile(&latency_us, 99.0),
-            "max": percentile(&latency_us, 100.0),
-        },
+        "entries_lost_past_limit": lost_past_limit.json(),
+        "decision_to_kill_us": latency_us.json(),
     });
     std::fs::write(results, serde_json::to_string_pretty(&report)? + "\n")?;
     Ok(format!(
         "| enforcement ({RUNS} runs, `rm -rf` of {FILES} files on tmpfs, limit {LIMIT}) | p50 | p99 | max |\n\
          |---|---|---|---|\n\
-         | entries lost past the limit | {:.0} | {:.0} | {:.0} |\n\
-         | decision-to-kill latency (µs) | {:.1} | {:.1} | {:.1} |",
-        percentile(&lost_past_limit, 50.0),
-        percentile(&lost_past_limit, 99.0),
-        percentile(&lost_past_limit, 100.0),
-        percentile(&latency_us, 50.0),
-        percentile(&latency_us, 99.0),
-        percentile(&latency_us, 100.0),
+         | entries lost past the limit | {} |\n\
+         | decision-to-kill latency (µs) | {} |",
+        lost_past_limit.cells(0),
+        latency_us.cells(1),
     ))
 }
 

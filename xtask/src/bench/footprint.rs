@@ -12,7 +12,10 @@ use std::{
 
 use anyhow::Context;
 
-use super::{agent::QuietAgent, machine, monitor_policy, Tmpfs};
+use super::{
+    agent::{cpu_time, QuietAgent},
+    machine, monitor_policy, Tmpfs,
+};
 
 const RATE: u64 = 10_000;
 /// Deletions per pacing step: 100 steps a second.
@@ -41,23 +44,11 @@ impl Usage {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
                 .unwrap_or(0)
         };
-        // Every thread's run time in ns (the first field of its schedstat):
-        // utime and stime are sampled at clock ticks, and charge a process
-        // that wakes in step with them for whole ticks.
-        let mut run_ns = 0u64;
-        for thread in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-            let schedstat = std::fs::read_to_string(thread?.path().join("schedstat"))?;
-            run_ns += schedstat
-                .split_whitespace()
-                .next()
-                .context("empty schedstat")?
-                .parse::<u64>()?;
-        }
         Ok(Usage {
             rss_kb: kb("VmRSS:"),
             anon_kb: kb("RssAnon:"),
             file_and_shmem_kb: kb("RssFile:") + kb("RssShmem:"),
-            cpu: Duration::from_nanos(run_ns),
+            cpu: cpu_time(pid)?,
         })
     }
 }

@@ -94,6 +94,40 @@ pub fn median(values: &[f64]) -> f64 {
     percentile(&sorted, 50.0)
 }
 
+/// The p50, p99 and maximum of a distribution, as results files and tables
+/// give them.
+pub struct Spread {
+    values: Vec<f64>,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Spread {
+    /// Of `values`, in any order.
+    pub fn of(values: &[f64]) -> Spread {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Spread {
+            p50: percentile(&sorted, 50.0),
+            p99: percentile(&sorted, 99.0),
+            max: percentile(&sorted, 100.0),
+            values: sorted,
+        }
+    }
+
+    /// For a results file: the three, and every value.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "p50": self.p50, "p99": self.p99, "max": self.max, "all": self.values })
+    }
+
+    /// Three table cells, with `decimals` digits after the point.
+    pub fn cells(&self, decimals: usize) -> String {
+        let d = decimals;
+        format!("{:.d$} | {:.d$} | {:.d$}", self.p50, self.p99, self.max)
+    }
+}
+
 /// `p`-th percentile (0..=100) of sorted `values`, nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -14,7 +14,9 @@
 //!
 //! The agent runs as in production: the shipped policy (monitor mode, so a
 //! benchmark is never killed, with the same probes and checks as enforce),
-//! alerts to its log, events not printed.
+//! alerts to its log, events not printed. Its own CPU time while a workload
+//! runs is counted too: it decodes and scores on another core, which the
+//! workload's time does not show.
 
 use std::{
     fs::File,
@@ -27,7 +29,9 @@ use std::{
 use anyhow::Context;
 
 use super::{
-    agent::QuietAgent, floor::EmptyPrograms, machine, median, monitor_policy, percentile, LoopDevice, Tmpfs,
+    agent::{cpu_time, QuietAgent},
+    floor::EmptyPrograms,
+    machine, median, monitor_policy, percentile, LoopDevice, Tmpfs,
 };
 
 const ROUNDS: usize = 9;
@@ -35,6 +39,9 @@ const ROUNDS: usize = 9;
 /// timed: loading or freeing programs and maps leaves deferred kernel work
 /// (RCU callbacks, workqueues) that would land on the next workload.
 const SETTLE: Duration = Duration::from_secs(2);
+/// A pause after each workload before the agent's CPU time is read: it takes
+/// the last events in its next batch, at most 10 ms later.
+const DRAIN: Duration = Duration::from_millis(100);
 const FILES: usize = 200_000;
 const EXECS: usize = 20_000;
 const WRITE_BYTES: usize = 1 << 30;
@@ -129,7 +136,17 @@ impl State {
 enum Running {
     Nothing,
     Floor { _programs: EmptyPrograms },
-    Agent { _agent: QuietAgent },
+    Agent(QuietAgent),
+}
+
+impl Running {
+    /// The agent's CPU time so far, when an agent runs.
+    fn agent_cpu(&self) -> anyhow::Result<Option<Duration>> {
+        match self {
+            Running::Agent(agent) => Ok(Some(cpu_time(agent.pid())?)),
+            Running::Nothing | Running::Floor { .. } => Ok(None),
+        }
+    }
 }
 
 impl State {
@@ -139,12 +156,8 @@ impl State {
             State::Floor => Running::Floor {
                 _programs: EmptyPrograms::attach()?,
             },
-            State::Levee => Running::Agent {
-                _agent: QuietAgent::start(agent_bin, policy)?,
-            },
-            State::Baseline(bin) => Running::Agent {
-                _agent: QuietAgent::start(bin, policy)?,
-            },
+            State::Levee => Running::Agent(QuietAgent::start(agent_bin, policy)?),
+            State::Baseline(bin) => Running::Agent(QuietAgent::start(bin, policy)?),
         })
     }
 }
@@ -155,8 +168,10 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let dir = fs.path();
     let policy = monitor_policy(&dir)?;
     prepare_mixed(&dir)?;
-    // times[workload][state]: one value a round.
+    // times[workload][state]: one value a round; agent_cpu the same, in
+    // seconds, for the states that run an agent.
     let mut times = vec![vec![Vec::new(); states.len()]; WORKLOADS.len()];
+    let mut agent_cpu = times.clone();
     for round in 0..ROUNDS {
         // Rotate which state goes first, so drift favours none.
         for k in 0..states.len() {
@@ -164,8 +179,13 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
             let running = states[s].start(agent_bin, &policy)?;
             std::thread::sleep(SETTLE);
             for (i, w) in WORKLOADS.iter().enumerate() {
+                let cpu_before = running.agent_cpu()?;
                 let t = (w.run)(&dir).with_context(|| w.name)?.as_secs_f64();
                 times[i][s].push(t);
+                std::thread::sleep(DRAIN);
+                if let (Some(before), Some(after)) = (cpu_before, running.agent_cpu()?) {
+                    agent_cpu[i][s].push((after - before).as_secs_f64());
+                }
             }
             drop(running);
             std::thread::sleep(SETTLE);
@@ -180,18 +200,20 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let baseline = states.len() > 3;
     let mut rows = Vec::new();
     let mut table = format!(
-        "| overhead ({ROUNDS} interleaved rounds; ratios to off) | off (s, median) | floor: empty programs on the same hooks (ratio) | levee (s, median) | levee ratio median | levee ratio range | target |{}\n\
-         |---|---|---|---|---|---|---|{}\n",
+        "| overhead ({ROUNDS} interleaved rounds; ratios to off) | off (s, median) | floor: empty programs on the same hooks (ratio) | levee (s, median) | levee ratio median | levee ratio range | target | levee's own CPU meanwhile (ms, median; share of one core) |{}\n\
+         |---|---|---|---|---|---|---|---|{}\n",
         if baseline { " baseline ratio median |" } else { "" },
         if baseline { "---|" } else { "" },
     );
-    for (w, t) in WORKLOADS.iter().zip(&times) {
+    for ((w, t), cpu) in WORKLOADS.iter().zip(&times).zip(&agent_cpu) {
         let off = t[0].as_slice();
         let ratio_of: Vec<Vec<f64>> = t.iter().map(|on| ratios(off, on)).collect();
         let (floor_r, levee_r) = (&ratio_of[1], &ratio_of[2]);
         let ratio = percentile(levee_r, 50.0);
+        // The agent's CPU per round as a share of the workload's time then.
+        let cpu_share = ratios(&t[2], &cpu[2]);
         table += &format!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}–{:.3} | ≤ {:.2} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}–{:.3} | ≤ {:.2} | {:.0}; {:.1}% |",
             w.name,
             median(off),
             percentile(floor_r, 50.0),
@@ -200,6 +222,8 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
             levee_r[0],
             levee_r[levee_r.len() - 1],
             w.target,
+            median(&cpu[2]) * 1000.0,
+            percentile(&cpu_share, 50.0) * 100.0,
         );
         if baseline {
             table += &format!(" {:.3} |", percentile(&ratio_of[3], 50.0));
@@ -209,9 +233,13 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
             "workload": w.name, "target_ratio": w.target,
             "ratio_median": ratio, "ratio_min": levee_r[0], "ratio_max": levee_r[levee_r.len() - 1],
             "met": ratio <= w.target,
+            "levee_agent_cpu_share_median": percentile(&cpu_share, 50.0),
         });
         for (s, state) in states.iter().enumerate() {
             row[format!("{}_s", state.key())] = serde_json::json!(t[s]);
+            if !cpu[s].is_empty() {
+                row[format!("{}_agent_cpu_s", state.key())] = serde_json::json!(cpu[s]);
+            }
             if s > 0 {
                 row[format!("{}_ratio_median", state.key())] =
                     serde_json::json!(percentile(&ratio_of[s], 50.0));
