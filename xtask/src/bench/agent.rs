@@ -198,6 +198,29 @@ impl QuietAgent {
             .sum())
     }
 
+    /// Returns once the agent has taken every event so far: its event count
+    /// stands still for 50 ms (it reads a batch every 10 ms), or after 5 s.
+    pub fn wait_caught_up(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = self.metric("levee_agent_events_total", "")?;
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.metric("levee_agent_events_total", "")?;
+            if now == seen || Instant::now() > deadline {
+                return Ok(());
+            }
+            seen = now;
+        }
+    }
+
+    /// Events lost so far, by the kernel's and the agent's counts. The agent
+    /// copies the kernel's once a second: read after a workload, this waits
+    /// for that copy.
+    pub fn dropped_events(&self) -> anyhow::Result<f64> {
+        std::thread::sleep(Duration::from_millis(1500));
+        self.metric("levee_agent_dropped_events", "")
+    }
+
     /// Stops (SIGSTOP) or resumes (SIGCONT) the agent.
     pub fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
@@ -231,20 +254,28 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     Some(response)
 }
 
-/// The CPU time every thread of process `pid` has run, from the first field
-/// of each thread's `schedstat`: utime and stime are sampled at clock ticks,
-/// and charge a process that wakes in step with them for whole ticks.
+/// The CPU time process `pid` has run, all its threads, live and exited
+/// (its CPU-time clock, `clock_getcpuclockid`): utime and stime are sampled
+/// at clock ticks, and charge a process that wakes in step with them for
+/// whole ticks.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let mut run_ns = 0u64;
-    for thread in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let schedstat = std::fs::read_to_string(thread?.path().join("schedstat"))?;
-        run_ns += schedstat
-            .split_whitespace()
-            .next()
-            .context("empty schedstat")?
-            .parse::<u64>()?;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid place for the clock id.
+    let err = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+    if err != 0 {
+        return Err(std::io::Error::from_raw_os_error(err))
+            .with_context(|| format!("the CPU clock of pid {pid}"));
     }
-    Ok(Duration::from_nanos(run_ns))
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("reading the CPU clock of pid {pid}"));
+    }
+    Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }
 
 /// Pins the calling thread (and what it execs) to `cpus`.

@@ -20,7 +20,8 @@ use super::{
     machine, Spread,
 };
 
-const RUNS: usize = 30;
+/// Enough for a 99th percentile that is not simply the largest.
+const RUNS: usize = 100;
 const LIMIT: usize = 100;
 
 pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
@@ -132,12 +133,13 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
         "runs": RUNS,
         "latency_ms": latency_ms.json(),
         "target_p99_ms": 100,
+        "met": latency_ms.at(99.0) <= 100.0,
     });
     std::fs::write(results, serde_json::to_string_pretty(&report)? + "\n")?;
     Ok(format!(
         "| end-to-end latency ({RUNS} runs): kernel threshold → SOC subscriber, loopback | p50 | p99 | max | target |\n\
          |---|---|---|---|---|\n\
          | milliseconds | {} | p99 ≤ 100 |",
-        latency_ms.cells(1),
+        latency_ms.cells(&[50.0, 99.0, 100.0], 1),
     ))
 }

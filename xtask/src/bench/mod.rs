@@ -53,7 +53,16 @@ pub fn run(agent_bin: &Path, only: &[String]) -> anyhow::Result<()> {
             tables.push(bench(agent_bin, &file).with_context(|| format!("benchmark {name}"))?);
         }
     }
-    println!("\n{}", tables.join("\n\n"));
+    let host = machine();
+    println!(
+        "\nMeasured {} on {} ({} CPUs, {}, Linux {}).\n\n{}",
+        host["date"].as_str().unwrap_or_default(),
+        nix::unistd::gethostname().map_or_else(|_| "?".into(), |h| h.to_string_lossy().into_owned()),
+        host["cpus"],
+        host["cpu"].as_str().unwrap_or("unknown CPU"),
+        host["kernel"].as_str().unwrap_or_default(),
+        tables.join("\n\n")
+    );
     Ok(())
 }
 
@@ -87,44 +96,49 @@ pub fn monitor_policy(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(policy)
 }
 
-/// The median of `values`, in any order.
+/// The median of `values`, in any order: the mean of the middle two when
+/// their number is even.
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    percentile(&sorted, 50.0)
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
-/// The p50, p99 and maximum of a distribution, as results files and tables
-/// give them.
-pub struct Spread {
-    values: Vec<f64>,
-    p50: f64,
-    p99: f64,
-    max: f64,
-}
+/// A distribution as results files and tables give it: nearest-rank
+/// percentiles of every value.
+pub struct Spread(Vec<f64>);
 
 impl Spread {
     /// Of `values`, in any order.
     pub fn of(values: &[f64]) -> Spread {
         let mut sorted = values.to_vec();
         sorted.sort_by(f64::total_cmp);
-        Spread {
-            p50: percentile(&sorted, 50.0),
-            p99: percentile(&sorted, 99.0),
-            max: percentile(&sorted, 100.0),
-            values: sorted,
-        }
+        Spread(sorted)
     }
 
-    /// For a results file: the three, and every value.
+    /// The `p`-th percentile, nearest rank: of fewer than 100 values, the
+    /// 99th is the largest.
+    pub fn at(&self, p: f64) -> f64 {
+        percentile(&self.0, p)
+    }
+
+    /// For a results file: the median, 90th and 99th percentiles, the
+    /// largest, and every value.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({ "p50": self.p50, "p99": self.p99, "max": self.max, "all": self.values })
+        serde_json::json!({
+            "p50": self.at(50.0), "p90": self.at(90.0), "p99": self.at(99.0), "max": self.at(100.0),
+            "all": self.0,
+        })
     }
 
-    /// Three table cells, with `decimals` digits after the point.
-    pub fn cells(&self, decimals: usize) -> String {
-        let d = decimals;
-        format!("{:.d$} | {:.d$} | {:.d$}", self.p50, self.p99, self.max)
+    /// Table cells of the percentiles `ps`, `decimals` digits after the point.
+    pub fn cells(&self, ps: &[f64], decimals: usize) -> String {
+        let cells: Vec<String> = ps.iter().map(|&p| format!("{:.decimals$}", self.at(p))).collect();
+        cells.join(" | ")
     }
 }
 
@@ -192,16 +206,22 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
+        let detached = std::process::Command::new("losetup")
             .arg("-d")
             .arg(&self.path)
             .status();
+        if !detached.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "xtask bench: could not detach {}; `losetup -d` it by hand",
+                self.path.display()
+            );
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{median, percentile};
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -210,5 +230,12 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&v, 100.0), 100.0);
         assert_eq!(percentile(&[7.0], 99.0), 7.0);
+    }
+
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert!(median(&[]).is_nan());
     }
 }

@@ -31,18 +31,19 @@ use anyhow::Context;
 use super::{
     agent::{cpu_time, QuietAgent},
     floor::EmptyPrograms,
-    machine, median, monitor_policy, percentile, LoopDevice, Tmpfs,
+    machine, median, monitor_policy, LoopDevice, Tmpfs,
 };
 
+/// At least this many rounds: rounded up to a multiple of the number of
+/// states, so that each state goes first equally often.
 const ROUNDS: usize = 9;
 /// A pause after a state starts and after it stops, before anything is
 /// timed: loading or freeing programs and maps leaves deferred kernel work
 /// (RCU callbacks, workqueues) that would land on the next workload.
 const SETTLE: Duration = Duration::from_secs(2);
-/// A pause after each workload before the agent's CPU time is read: it takes
-/// the last events in its next batch, at most 10 ms later.
-const DRAIN: Duration = Duration::from_millis(100);
 const FILES: usize = 200_000;
+/// What each of unlink-heavy's files holds.
+const SMALL_FILE: &[u8] = b"a small file: one write, one page of tmpfs\n";
 const EXECS: usize = 20_000;
 const WRITE_BYTES: usize = 1 << 30;
 const CHUNK: usize = 64 * 1024;
@@ -59,7 +60,7 @@ pub(super) struct Workload {
 
 pub(super) const WORKLOADS: &[Workload] = &[
     Workload {
-        name: "unlink-heavy: create and delete 200,000 files on tmpfs",
+        name: "unlink-heavy: create, write 44 bytes to, and delete 200,000 files on tmpfs",
         target: 1.05,
         run: unlink_heavy,
     },
@@ -140,13 +141,23 @@ enum Running {
 }
 
 impl Running {
-    /// The agent's CPU time so far, when an agent runs.
-    fn agent_cpu(&self) -> anyhow::Result<Option<Duration>> {
+    fn agent(&self) -> Option<&QuietAgent> {
         match self {
-            Running::Agent(agent) => Ok(Some(cpu_time(agent.pid())?)),
-            Running::Nothing | Running::Floor { .. } => Ok(None),
+            Running::Agent(agent) => Some(agent),
+            Running::Nothing | Running::Floor { .. } => None,
         }
     }
+}
+
+/// One state's runs of one workload, a value a round.
+#[derive(Clone, Default)]
+struct Samples {
+    /// The workload's time (s).
+    secs: Vec<f64>,
+    /// The agent's CPU time (s) from the workload's start until it had taken
+    /// the last event, and that span's share of one core.
+    agent_cpu: Vec<f64>,
+    agent_share: Vec<f64>,
 }
 
 impl State {
@@ -164,34 +175,63 @@ impl State {
 
 pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let states = State::all()?;
+    let rounds = ROUNDS.div_ceil(states.len()) * states.len();
     let fs = Tmpfs::new()?;
     let dir = fs.path();
     let policy = monitor_policy(&dir)?;
     prepare_mixed(&dir)?;
-    // times[workload][state]: one value a round; agent_cpu the same, in
-    // seconds, for the states that run an agent.
-    let mut times = vec![vec![Vec::new(); states.len()]; WORKLOADS.len()];
-    let mut agent_cpu = times.clone();
-    for round in 0..ROUNDS {
+    // Once untimed: the first run of a workload pays for cold caches and
+    // fresh tmpfs pages, which would land on whichever state went first.
+    for w in WORKLOADS {
+        (w.run)(&dir).with_context(|| w.name)?;
+    }
+    // samples[workload][state]; events the agent lost, per state, over all rounds.
+    let mut samples = vec![vec![Samples::default(); states.len()]; WORKLOADS.len()];
+    let mut dropped = vec![0.0; states.len()];
+    for round in 0..rounds {
         // Rotate which state goes first, so drift favours none.
         for k in 0..states.len() {
             let s = (round + k) % states.len();
             let running = states[s].start(agent_bin, &policy)?;
             std::thread::sleep(SETTLE);
             for (i, w) in WORKLOADS.iter().enumerate() {
-                let cpu_before = running.agent_cpu()?;
+                let started = (
+                    Instant::now(),
+                    running.agent().map(|a| cpu_time(a.pid())).transpose()?,
+                );
                 let t = (w.run)(&dir).with_context(|| w.name)?.as_secs_f64();
-                times[i][s].push(t);
-                std::thread::sleep(DRAIN);
-                if let (Some(before), Some(after)) = (cpu_before, running.agent_cpu()?) {
-                    agent_cpu[i][s].push((after - before).as_secs_f64());
+                let sample = &mut samples[i][s];
+                sample.secs.push(t);
+                if let (Some(agent), (at, Some(cpu))) = (running.agent(), started) {
+                    agent.wait_caught_up()?;
+                    let used = cpu_time(agent.pid())?.saturating_sub(cpu).as_secs_f64();
+                    sample.agent_cpu.push(used);
+                    sample.agent_share.push(used / at.elapsed().as_secs_f64());
                 }
+            }
+            if let Some(agent) = running.agent() {
+                dropped[s] += agent.dropped_events()?;
             }
             drop(running);
             std::thread::sleep(SETTLE);
         }
     }
-    // Per-round ratios to the round's own "off", then their distribution.
+    let table = report(&states, rounds, &samples, &dropped, results)?;
+    for (state, &lost) in states.iter().zip(&dropped) {
+        anyhow::ensure!(lost == 0.0, "{}: the agent lost {lost} events", state.key());
+    }
+    Ok(table)
+}
+
+/// Writes the results file and returns the README table.
+fn report(
+    states: &[State],
+    rounds: usize,
+    samples: &[Vec<Samples>],
+    dropped: &[f64],
+    results: &Path,
+) -> anyhow::Result<String> {
+    // Per-round ratios to the round's own "off", sorted.
     let ratios = |off: &[f64], on: &[f64]| {
         let mut r: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b).collect();
         r.sort_by(f64::total_cmp);
@@ -200,49 +240,47 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let baseline = states.len() > 3;
     let mut rows = Vec::new();
     let mut table = format!(
-        "| overhead ({ROUNDS} interleaved rounds; ratios to off) | off (s, median) | floor: empty programs on the same hooks (ratio) | levee (s, median) | levee ratio median | levee ratio range | target | levee's own CPU meanwhile (ms, median; share of one core) |{}\n\
+        "| overhead ({rounds} interleaved rounds; ratios to off) | off (s, median) | floor: empty programs on the same hooks (ratio) | levee (s, median) | levee ratio median | levee ratio range | target | levee's own CPU (ms, median; share of one core) |{}\n\
          |---|---|---|---|---|---|---|---|{}\n",
         if baseline { " baseline ratio median |" } else { "" },
         if baseline { "---|" } else { "" },
     );
-    for ((w, t), cpu) in WORKLOADS.iter().zip(&times).zip(&agent_cpu) {
-        let off = t[0].as_slice();
-        let ratio_of: Vec<Vec<f64>> = t.iter().map(|on| ratios(off, on)).collect();
-        let (floor_r, levee_r) = (&ratio_of[1], &ratio_of[2]);
-        let ratio = percentile(levee_r, 50.0);
-        // The agent's CPU per round as a share of the workload's time then.
-        let cpu_share = ratios(&t[2], &cpu[2]);
+    for (w, by_state) in WORKLOADS.iter().zip(samples) {
+        let off = by_state[0].secs.as_slice();
+        let ratio_of: Vec<Vec<f64>> = by_state.iter().map(|on| ratios(off, &on.secs)).collect();
+        let (floor_r, levee_r, levee) = (&ratio_of[1], &ratio_of[2], &by_state[2]);
+        let ratio = median(levee_r);
+        let share = median(&levee.agent_share);
         table += &format!(
             "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}–{:.3} | ≤ {:.2} | {:.0}; {:.1}% |",
             w.name,
             median(off),
-            percentile(floor_r, 50.0),
-            median(&t[2]),
+            median(floor_r),
+            median(&levee.secs),
             ratio,
             levee_r[0],
             levee_r[levee_r.len() - 1],
             w.target,
-            median(&cpu[2]) * 1000.0,
-            percentile(&cpu_share, 50.0) * 100.0,
+            median(&levee.agent_cpu) * 1000.0,
+            share * 100.0,
         );
         if baseline {
-            table += &format!(" {:.3} |", percentile(&ratio_of[3], 50.0));
+            table += &format!(" {:.3} |", median(&ratio_of[3]));
         }
         table += "\n";
         let mut row = serde_json::json!({
             "workload": w.name, "target_ratio": w.target,
             "ratio_median": ratio, "ratio_min": levee_r[0], "ratio_max": levee_r[levee_r.len() - 1],
             "met": ratio <= w.target,
-            "levee_agent_cpu_share_median": percentile(&cpu_share, 50.0),
+            "levee_agent_cpu_share_median": share,
         });
-        for (s, state) in states.iter().enumerate() {
-            row[format!("{}_s", state.key())] = serde_json::json!(t[s]);
-            if !cpu[s].is_empty() {
-                row[format!("{}_agent_cpu_s", state.key())] = serde_json::json!(cpu[s]);
+        for (s, (state, sample)) in states.iter().zip(by_state).enumerate() {
+            row[format!("{}_s", state.key())] = serde_json::json!(sample.secs);
+            if !sample.agent_cpu.is_empty() {
+                row[format!("{}_agent_cpu_s", state.key())] = serde_json::json!(sample.agent_cpu);
             }
             if s > 0 {
-                row[format!("{}_ratio_median", state.key())] =
-                    serde_json::json!(percentile(&ratio_of[s], 50.0));
+                row[format!("{}_ratio_median", state.key())] = serde_json::json!(median(&ratio_of[s]));
             }
         }
         rows.push(row);
@@ -251,9 +289,16 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
         .iter()
         .map(|s| (s.key().to_owned(), s.describe().into()))
         .collect();
+    let lost: serde_json::Map<String, serde_json::Value> = states
+        .iter()
+        .zip(dropped)
+        .filter(|(s, _)| matches!(s, State::Levee | State::Baseline(_)))
+        .map(|(s, &n)| (s.key().to_owned(), n.into()))
+        .collect();
     let report = serde_json::json!({
-        "benchmark": "overhead", "machine": machine(), "rounds": ROUNDS,
+        "benchmark": "overhead", "machine": machine(), "rounds": rounds,
         "states": described,
+        "agent_dropped_events": lost,
         "workloads": rows,
     });
     std::fs::write(results, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -265,7 +310,7 @@ fn unlink_heavy(dir: &Path) -> anyhow::Result<Duration> {
     std::fs::create_dir(&work)?;
     let start = Instant::now();
     for i in 0..FILES {
-        File::create(work.join(i.to_string()))?;
+        File::create(work.join(i.to_string()))?.write_all(SMALL_FILE)?;
     }
     for i in 0..FILES {
         std::fs::remove_file(work.join(i.to_string()))?;
@@ -275,11 +320,27 @@ fn unlink_heavy(dir: &Path) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
+/// `fork` and `execv`, as a shell runs a command: `std::process::Command`
+/// would use `posix_spawn`, a cheaper `vfork`-style clone.
 fn exec_heavy(_: &Path) -> anyhow::Result<Duration> {
+    use nix::{sys::wait::WaitStatus, unistd::ForkResult};
+    let program = c"/bin/true";
+    let argv = [program];
     let start = Instant::now();
     for _ in 0..EXECS {
-        let status = Command::new("/bin/true").status()?;
-        anyhow::ensure!(status.success(), "/bin/true failed");
+        // SAFETY: the child only calls execv and _exit, which are
+        // async-signal-safe, on memory prepared before the fork.
+        match unsafe { nix::unistd::fork() }.context("fork")? {
+            ForkResult::Child => {
+                let _ = nix::unistd::execv(program, &argv);
+                // SAFETY: leaves the child at once, as a failed exec must.
+                unsafe { libc::_exit(127) }
+            }
+            ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).context("waitpid")?;
+                anyhow::ensure!(status == WaitStatus::Exited(child, 0), "/bin/true: {status:?}");
+            }
+        }
     }
     Ok(start.elapsed())
 }

@@ -26,7 +26,9 @@ use super::{
     Tmpfs,
 };
 
-/// Seven: the machines are noisy enough that three rounds moved a median by 15%.
+/// At least seven (the machines are noisy enough that three rounds moved a
+/// median by 15%), rounded up to a multiple of the builds measured, so that
+/// each goes first equally often.
 const ROUNDS: usize = 7;
 
 /// Run time and runs of every program loaded now, by id.
@@ -78,7 +80,8 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     // breakdown.
     let mut millis = vec![vec![Vec::new(); WORKLOADS.len()]; builds.len()];
     let mut programs = vec![vec![BTreeMap::new(); WORKLOADS.len()]; builds.len()];
-    for round in 0..ROUNDS {
+    let rounds = ROUNDS.div_ceil(builds.len()) * builds.len();
+    for round in 0..rounds {
         for k in 0..builds.len() {
             let b = (round + k) % builds.len();
             let before_start: HashSet<u32> = snapshot()?.into_keys().collect();
@@ -99,7 +102,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     }
     let baseline = builds.len() > 1;
     let mut table = format!(
-        "| probe CPU per workload run ({ROUNDS} interleaved rounds, BPF run-time statistics) | levee (ms, median) |{}\n|---|---|{}\n",
+        "| probe CPU per workload run ({rounds} interleaved rounds, BPF run-time statistics) | levee (ms, median) |{}\n|---|---|{}\n",
         if baseline { " baseline (ms, median) | levee / baseline |" } else { "" },
         if baseline { "---|---|" } else { "" },
     );
@@ -129,7 +132,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
         rows.push(row);
     }
     let report = serde_json::json!({
-        "benchmark": "probe-cost", "machine": machine(), "rounds": ROUNDS,
+        "benchmark": "probe-cost", "machine": machine(), "rounds": rounds,
         "builds": builds.iter().map(|(k, p)| (k.to_string(), p.display().to_string())).collect::<BTreeMap<_, _>>(),
         "workloads": rows,
     });
