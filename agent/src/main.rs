@@ -105,10 +105,11 @@ struct RunArgs {
     /// Size of the kernel-to-agent ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = agent::probes::DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_size)]
     ring_buffer_bytes: u32,
-    /// Longest an event may wait in the kernel before the agent reads it,
-    /// batched with others so that traced processes are not interrupted to
-    /// wake the agent at every event; what the in-kernel guard did is read at
-    /// once. `0` wakes the agent at every event.
+    /// Longest an event may wait in the kernel before the agent reads it
+    /// while events come, batched with others so that traced processes are
+    /// not interrupted to wake the agent at every event; after a quiet spell
+    /// the first may wait up to 100 ms. What the in-kernel guard did is read
+    /// at once. `0` wakes the agent at every event.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     batch_delay: std::time::Duration,
     /// A process in the host's mount namespace: in a container the agent

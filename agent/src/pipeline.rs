@@ -232,11 +232,12 @@ pub async fn run(
     let mut losses = Losses::default();
     let mut tick = tokio::time::interval(TICK);
     // Batched wake-ups leave records unread until enough pile up: read them
-    // every poll interval too.
-    let mut poll = tokio::time::interval(probes.wakeup().poll_interval());
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // at the poll's pace too.
+    let wakeup = probes.wakeup();
+    let mut poll_every = wakeup.next_poll(1, Duration::ZERO);
+    let poll = tokio::time::sleep(poll_every);
     let mut last_refresh = Instant::now();
-    tokio::pin!(shutdown);
+    tokio::pin!(shutdown, poll);
     // Start-up (parsing the kernel's BTF, loading the probe object, scanning
     // /proc) leaves tens of MB of freed heap behind: hand it back.
     // SAFETY: malloc_trim only releases free memory.
@@ -249,9 +250,14 @@ pub async fn run(
                 let mut guard = ready.context("waiting on the ring buffer")?;
                 drain(guard.get_inner_mut(), &mut stages, &mut output, &mut losses)?;
                 guard.clear_ready();
+                // Records are coming: back to the short pace.
+                poll_every = wakeup.next_poll(1, poll_every);
+                poll.as_mut().reset(tokio::time::Instant::now() + poll_every);
             }
-            _ = poll.tick() => {
-                drain(ring.get_mut(), &mut stages, &mut output, &mut losses)?;
+            () = &mut poll => {
+                let records = drain(ring.get_mut(), &mut stages, &mut output, &mut losses)?;
+                poll_every = wakeup.next_poll(records, poll_every);
+                poll.as_mut().reset(tokio::time::Instant::now() + poll_every);
             }
             _ = tick.tick() => {
                 stages.health.tick();
@@ -292,13 +298,13 @@ pub async fn run(
     Ok(losses)
 }
 
-/// Handles every record waiting in the ring buffer.
+/// Handles every record waiting in the ring buffer; returns how many.
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     stages: &mut Stages,
     output: &mut Output,
     losses: &mut Losses,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let mut n = 0usize;
     while let Some(record) = ring.next() {
         n += 1;
@@ -308,7 +314,7 @@ fn drain(
         debug!(records = n, "drained ring buffer");
         output.flush().context("flushing output")?;
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Reads the kernel counters into `losses`; true if they grew.

@@ -199,15 +199,19 @@ impl QuietAgent {
     }
 
     /// Returns once the agent has taken every event so far: its event count
-    /// stands still for 50 ms (it reads a batch every 10 ms), or after 5 s.
+    /// stands still for 50 ms (it reads a batch every 10 ms). An error if it
+    /// is still taking them after 5 s.
     pub fn wait_caught_up(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = self.metric("levee_agent_events_total", "")?;
         loop {
             std::thread::sleep(Duration::from_millis(50));
             let now = self.metric("levee_agent_events_total", "")?;
-            if now == seen || Instant::now() > deadline {
+            if now == seen {
                 return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the agent was still taking events 5 s after the workload ended");
             }
             seen = now;
         }
@@ -255,9 +259,9 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
 }
 
 /// The CPU time process `pid` has run, all its threads, live and exited
-/// (its CPU-time clock, `clock_getcpuclockid`): utime and stime are sampled
-/// at clock ticks, and charge a process that wakes in step with them for
-/// whole ticks.
+/// (its CPU-time clock, `clock_getcpuclockid`). Not utime and stime: they
+/// are sampled at clock ticks, and charge a process that wakes in step with
+/// them for whole ticks.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let mut clock: libc::clockid_t = 0;
     // SAFETY: `clock` is a valid place for the clock id.

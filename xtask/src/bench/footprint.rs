@@ -26,7 +26,7 @@ const DIRS: u64 = 100;
 const TARGET_RSS_MB: f64 = 40.0;
 const TARGET_IDLE_CPU: f64 = 0.01;
 
-/// Memory and CPU of a process, from `/proc`.
+/// Memory (from `/proc`) and CPU time of a process.
 struct Usage {
     rss_kb: u64,
     anon_kb: u64,

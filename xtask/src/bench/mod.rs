@@ -143,7 +143,7 @@ impl Spread {
 }
 
 /// `p`-th percentile (0..=100) of sorted `values`, nearest rank.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

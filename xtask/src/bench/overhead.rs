@@ -41,6 +41,9 @@ const ROUNDS: usize = 9;
 /// timed: loading or freeing programs and maps leaves deferred kernel work
 /// (RCU callbacks, workqueues) that would land on the next workload.
 const SETTLE: Duration = Duration::from_secs(2);
+/// The time between workloads, the same in every state (an agent is checked
+/// to have caught up within it), for the same reason.
+const PAUSE: Duration = Duration::from_millis(300);
 const FILES: usize = 200_000;
 /// What each of unlink-heavy's files holds.
 const SMALL_FILE: &[u8] = b"a small file: one write, one page of tmpfs\n";
@@ -60,7 +63,7 @@ pub(super) struct Workload {
 
 pub(super) const WORKLOADS: &[Workload] = &[
     Workload {
-        name: "unlink-heavy: create, write 44 bytes to, and delete 200,000 files on tmpfs",
+        name: "unlink-heavy: create, write 43 bytes to, and delete 200,000 files on tmpfs",
         target: 1.05,
         run: unlink_heavy,
     },
@@ -200,6 +203,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
                     running.agent().map(|a| cpu_time(a.pid())).transpose()?,
                 );
                 let t = (w.run)(&dir).with_context(|| w.name)?.as_secs_f64();
+                let ended = Instant::now();
                 let sample = &mut samples[i][s];
                 sample.secs.push(t);
                 if let (Some(agent), (at, Some(cpu))) = (running.agent(), started) {
@@ -208,6 +212,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
                     sample.agent_cpu.push(used);
                     sample.agent_share.push(used / at.elapsed().as_secs_f64());
                 }
+                std::thread::sleep(PAUSE.saturating_sub(ended.elapsed()));
             }
             if let Some(agent) = running.agent() {
                 dropped[s] += agent.dropped_events()?;
@@ -325,17 +330,17 @@ fn unlink_heavy(dir: &Path) -> anyhow::Result<Duration> {
 fn exec_heavy(_: &Path) -> anyhow::Result<Duration> {
     use nix::{sys::wait::WaitStatus, unistd::ForkResult};
     let program = c"/bin/true";
-    let argv = [program];
+    let argv = [program.as_ptr(), std::ptr::null()];
     let start = Instant::now();
     for _ in 0..EXECS {
-        // SAFETY: the child only calls execv and _exit, which are
-        // async-signal-safe, on memory prepared before the fork.
+        // SAFETY: the child calls only execv and _exit, which are
+        // async-signal-safe, and allocates nothing: `argv` was built before
+        // the fork.
         match unsafe { nix::unistd::fork() }.context("fork")? {
-            ForkResult::Child => {
-                let _ = nix::unistd::execv(program, &argv);
-                // SAFETY: leaves the child at once, as a failed exec must.
-                unsafe { libc::_exit(127) }
-            }
+            ForkResult::Child => unsafe {
+                libc::execv(program.as_ptr(), argv.as_ptr());
+                libc::_exit(127)
+            },
             ForkResult::Parent { child } => {
                 let status = nix::sys::wait::waitpid(child, None).context("waitpid")?;
                 anyhow::ensure!(status == WaitStatus::Exited(child, 0), "/bin/true: {status:?}");

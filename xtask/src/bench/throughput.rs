@@ -78,6 +78,10 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
         }
     }
     let (taken, drained) = (seen - before, (moved - resumed).as_secs_f64());
+    anyhow::ensure!(
+        taken > 0.0,
+        "the agent took no deletion in the 2 s after it was resumed"
+    );
     let dropped = agent.dropped_events()?;
     drop(agent);
     pin_to(0..cpus).context("unpinning the workload")?;
