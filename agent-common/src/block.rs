@@ -20,23 +20,23 @@ pub struct RawBlockOpen {
 assert_record_layout!(RawBlockOpen, 120);
 
 /// A `write`, `pwrite64`, `writev`, `pwritev` or `pwritev2` on a block device,
-/// recorded at syscall exit. No data area.
+/// recorded at syscall entry, before the write runs: every write on the host
+/// would otherwise pay a second (exit) probe for the few that hit a device.
+/// No data area.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawBlockWrite {
     pub header: EventHeader,
     pub task: TaskInfo,
-    /// Bytes written, or `-errno`.
-    pub ret: i64,
-    /// Byte offset on the device where the write started.
+    /// Byte offset on the device where the write starts.
     pub offset: u64,
-    /// Bytes asked for (for vectored writes: 0, the iovecs are not read).
-    pub requested: u64,
+    /// Bytes the call asks to write (for vectored writes, the iovecs' sum).
+    pub bytes: u64,
     /// The device, as the kernel encodes `dev_t` (`major << 20 | minor`).
     pub dev: u32,
     pub fd: u32,
 }
-assert_record_layout!(RawBlockWrite, 120);
+assert_record_layout!(RawBlockWrite, 112);
 
 /// Kernel `dev_t` → (major, minor).
 pub const fn split_dev(dev: u32) -> (u32, u32) {

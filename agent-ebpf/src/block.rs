@@ -5,9 +5,18 @@
 //! device fd however the process got it (opened, inherited, duplicated).
 //! Writes the kernel makes for a filesystem (journal, writeback) never pass
 //! through these syscalls, so they are never taken for a user's raw write.
+//!
+//! Recorded at entry, with the bytes asked for: the bytes written are only
+//! known at exit, and an exit probe would cost every write on the host
+//! (sockets, pipes, logs) a second dispatch for the few that hit a device.
 
 use agent_common::{block::RawBlockWrite, EventKind};
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_probe_read_user, generated::bpf_loop},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
 
 use crate::{
     files::{fd_file, Inode, S_IFBLK},
@@ -15,25 +24,34 @@ use crate::{
     kernel::{read_u64, Btf},
     maps::offsets,
     record::Record,
-    syscall::{arg, remember, ret, take},
+    syscall::arg,
 };
+
+/// How many bytes a write asks for.
+#[derive(Clone, Copy)]
+enum Size {
+    /// `write` and `pwrite64`: the count argument.
+    Count(u64),
+    /// Vectored writes: an array of `count` iovecs in the caller's memory,
+    /// summed only once the fd is known to be a device.
+    Iovecs { at: u64, count: u64 },
+}
 
 #[tracepoint]
 pub fn write_enter(ctx: TracePointContext) -> u32 {
-    keep_if_block_device(arg(&ctx, 0), arg(&ctx, 2), None);
+    record_if_block_device(arg(&ctx, 0), Size::Count(arg(&ctx, 2)), None);
     0
 }
 
 #[tracepoint]
 pub fn pwrite64_enter(ctx: TracePointContext) -> u32 {
-    keep_if_block_device(arg(&ctx, 0), arg(&ctx, 2), Some(arg(&ctx, 3)));
+    record_if_block_device(arg(&ctx, 0), Size::Count(arg(&ctx, 2)), Some(arg(&ctx, 3)));
     0
 }
 
-/// `writev`: the iovecs are not read, so no requested size.
 #[tracepoint]
 pub fn writev_enter(ctx: TracePointContext) -> u32 {
-    keep_if_block_device(arg(&ctx, 0), 0, None);
+    record_if_block_device(arg(&ctx, 0), Size::Iovecs { at: arg(&ctx, 1), count: arg(&ctx, 2) }, None);
     0
 }
 
@@ -41,12 +59,13 @@ pub fn writev_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn pwritev_enter(ctx: TracePointContext) -> u32 {
     let pos = arg(&ctx, 3);
-    keep_if_block_device(arg(&ctx, 0), 0, (pos as i64 != -1).then_some(pos));
+    let size = Size::Iovecs { at: arg(&ctx, 1), count: arg(&ctx, 2) };
+    record_if_block_device(arg(&ctx, 0), size, (pos as i64 != -1).then_some(pos));
     0
 }
 
 #[inline(always)]
-fn keep_if_block_device(fd: u64, requested: u64, pos: Option<u64>) {
+fn record_if_block_device(fd: u64, size: Size, pos: Option<u64>) {
     let o = offsets();
     let file = fd_file(Btf::current_task(), fd as u32 as i64, &o);
     let Some(inode) = Inode::of(file, &o) else { return };
@@ -54,23 +73,59 @@ fn keep_if_block_device(fd: u64, requested: u64, pos: Option<u64>) {
         return;
     }
     let dev = inode.rdev(&o);
-    guard::check_device_write(dev);
     let offset = pos.unwrap_or_else(|| read_u64(file, o.file_pos));
-    remember(EventKind::BlockWrite, [fd, requested, offset, dev as u64]);
+    let bytes = match size {
+        Size::Count(count) => count,
+        Size::Iovecs { at, count } => iovec_bytes(at, count),
+    };
+    if let Some(record) = Record::<RawBlockWrite>::start(EventKind::BlockWrite, &o) {
+        let fixed = record.fixed();
+        fixed.offset = offset;
+        fixed.bytes = bytes;
+        fixed.dev = dev;
+        fixed.fd = fd as u32;
+        // Sent first: the guard's own records reuse the scratch buffer.
+        record.submit();
+    }
+    guard::check_device_write(dev);
 }
 
-/// At the exits of all five write syscalls.
-#[tracepoint]
-pub fn block_write_exit(ctx: TracePointContext) -> u32 {
-    let Some(call) = take(EventKind::BlockWrite) else { return 0 };
-    let o = offsets();
-    let Some(record) = Record::<RawBlockWrite>::start(EventKind::BlockWrite, &o) else { return 0 };
-    let fixed = record.fixed();
-    fixed.ret = ret(&ctx);
-    fixed.fd = call.args[0] as u32;
-    fixed.requested = call.args[1];
-    fixed.offset = call.args[2];
-    fixed.dev = call.args[3] as u32;
-    record.submit();
-    0
+/// `UIO_MAXIOV`: the most iovecs a vectored write takes (more fail with
+/// `EINVAL`).
+const UIO_MAXIOV: u64 = 1024;
+
+/// A sum of iovec lengths in progress, on the caller's stack.
+#[repr(C)]
+struct IovecSum {
+    at: u64,
+    bytes: u64,
+}
+
+/// The lengths of `count` iovecs at `at`, as they are now: a thread of the
+/// caller could still change them before the kernel reads them. One iovec
+/// per `bpf_loop` iteration, so the verifier checks the step once.
+#[inline(always)]
+fn iovec_bytes(at: u64, count: u64) -> u64 {
+    let mut sum = IovecSum { at, bytes: 0 };
+    let count = if count > UIO_MAXIOV { UIO_MAXIOV } else { count };
+    // A function reference, as in `path::write_components`.
+    let step: unsafe extern "C" fn(u64, *mut c_void) -> i64 = add_iovec;
+    unsafe { bpf_loop(count as u32, step as *mut c_void, (&raw mut sum).cast(), 0) };
+    sum.bytes
+}
+
+/// Adds iovec `i`'s length. Returns 0 to go on, 1 to stop (`bpf_loop`'s
+/// contract): an unreadable iovec fails the write with `EFAULT`.
+#[inline(never)]
+unsafe extern "C" fn add_iovec(i: u64, sum: *mut c_void) -> i64 {
+    let sum = unsafe { &mut *sum.cast::<IovecSum>() };
+    // `struct iovec { void *iov_base; size_t iov_len; }`: 16 bytes, length second.
+    let len = sum.at.wrapping_add(i.wrapping_mul(16)).wrapping_add(8);
+    match unsafe { bpf_probe_read_user(len as *const u64) } {
+        Ok(len) => {
+            sum.bytes = sum.bytes.saturating_add(len);
+            0
+        }
+        Err(_) => 1,
+    }
 }

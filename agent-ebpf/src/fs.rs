@@ -104,7 +104,7 @@ pub fn ftruncate_enter(ctx: TracePointContext) -> u32 {
     let size = inode.size(&o);
     if length < size {
         guard::check_marked(GuardHook::DestructiveCall);
-        remember(EventKind::Truncate, [fd as u64, length as u64, size as u64, 0]);
+        remember(EventKind::Truncate, [fd as u64, length as u64, size as u64]);
     }
     0
 }

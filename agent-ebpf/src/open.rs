@@ -40,7 +40,7 @@ const FMODE_CREATED: u32 = 1 << 20;
 pub fn openat2_enter(ctx: TracePointContext) -> u32 {
     let flags = unsafe { bpf_probe_read_user(arg(&ctx, 2) as *const u64) }.unwrap_or(0);
     if flags & WRITING != 0 {
-        remember(EventKind::BlockOpen, [flags, 0, 0, 0]);
+        remember(EventKind::BlockOpen, [flags, 0, 0]);
     }
     0
 }

@@ -3,7 +3,8 @@
 //! from entry to exit.
 //!
 //! Records are emitted at exit, when the result is known; paths are read then
-//! too (the caller's memory and fds are still there).
+//! too (the caller's memory and fds are still there). Block-device writes are
+//! the exception, recorded at entry (see `block`).
 
 use agent_common::{Counter, EventKind, KernelOffsets, SyscallNumbers};
 use aya_ebpf::{
@@ -79,26 +80,26 @@ impl EntryRegs {
 }
 
 /// What an entry probe saw that its exit cannot: a shrinking `ftruncate`'s
-/// size before, a block-device write's position, `openat2`'s flags. Rare calls only: a map
-/// insert and delete per syscall would cost every process on the host.
+/// size before, `openat2`'s flags. Rare calls only: a map insert and delete
+/// per syscall would cost every process on the host.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Pending {
     /// The record family this call will produce, an [`EventKind`].
     pub kind: u32,
     pub _pad: u32,
-    pub args: [u64; 4],
+    pub args: [u64; 3],
 }
 
 #[map]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16 * 1024, 0);
 
-/// `PENDING`'s entries (an overwrite counts twice). Every `write` on the
-/// host has an exit probe that would otherwise pay the lookup.
+/// `PENDING`'s entries (an overwrite counts twice): the exits that may take
+/// one (every `ftruncate`, every `openat2`) skip the lookup while it is 0.
 static PENDING_ENTRIES: EntryCount = EntryCount::new();
 
 #[inline(always)]
-pub fn remember(kind: EventKind, args: [u64; 4]) {
+pub fn remember(kind: EventKind, args: [u64; 3]) {
     let pending = Pending { kind: kind as u32, _pad: 0, args };
     if PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0).is_err() {
         count(Counter::PendingTableFull);

@@ -180,10 +180,8 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
                 EventBody::BlockWrite {
                     device: device(raw.dev),
                     offset: raw.offset,
-                    bytes: raw.ret.max(0) as u64,
-                    requested: raw.requested,
+                    bytes: raw.bytes,
                     fd: raw.fd,
-                    outcome: Outcome::from_ret(raw.ret),
                 },
             )
         }
@@ -452,11 +450,10 @@ mod tests {
     #[test]
     fn block_write_device_numbers() {
         let raw = RawBlockWrite {
-            header: header(EventKind::BlockWrite, 120),
+            header: header(EventKind::BlockWrite, 112),
             task: task_info(),
-            ret: 4096,
             offset: 8192,
-            requested: 4096,
+            bytes: 4096,
             dev: (7 << 20) | 3,
             fd: 1,
         };

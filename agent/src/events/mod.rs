@@ -104,18 +104,15 @@ pub enum EventBody {
     },
     /// The in-kernel guard acted (see `agent_common::guard`).
     Guard(GuardAction),
-    /// A write syscall on a block device.
+    /// A write syscall on a block device, seen as it starts (see
+    /// `agent_common::block::RawBlockWrite`).
     BlockWrite {
         device: Device,
-        /// Byte offset on the device.
+        /// Byte offset on the device where the write starts.
         offset: u64,
-        /// Bytes written (0 when the write failed).
+        /// Bytes the call asks to write.
         bytes: u64,
-        /// Bytes asked for; 0 for vectored writes.
-        requested: u64,
         fd: u32,
-        #[serde(flatten)]
-        outcome: Outcome,
     },
 }
 

@@ -108,6 +108,53 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// A distribution-free interval for the median of `values`, in any order:
+/// from the `k`-th smallest to the `k`-th largest, `k` as large as keeps the
+/// chance that it holds the true median at 95% or more. Each value falls
+/// below the median with chance ½, so that chance is binomial. Fewer than 6
+/// values cannot reach 95%: then the whole range, with what it covers.
+#[derive(Debug, PartialEq)]
+pub struct MedianInterval {
+    pub low: f64,
+    pub high: f64,
+    /// The chance that the interval holds the median.
+    pub coverage: f64,
+}
+
+impl MedianInterval {
+    pub fn of(values: &[f64]) -> MedianInterval {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        if n == 0 {
+            return MedianInterval {
+                low: f64::NAN,
+                high: f64::NAN,
+                coverage: 0.0,
+            };
+        }
+        // 1 - 2 P(B < k), B ~ Binomial(n, ½): neither end past the median.
+        let coverage = |k: usize| {
+            let mut below = 0.0;
+            let mut choose = 1.0;
+            for i in 0..k {
+                below += choose;
+                choose = choose * (n - i) as f64 / (i + 1) as f64;
+            }
+            1.0 - 2.0 * below * 0.5f64.powi(n as i32)
+        };
+        let mut k = 1;
+        while 2 * (k + 1) <= n + 1 && coverage(k + 1) >= 0.95 {
+            k += 1;
+        }
+        MedianInterval {
+            low: sorted[k - 1],
+            high: sorted[n - k],
+            coverage: coverage(k),
+        }
+    }
+}
+
 /// A distribution as results files and tables give it: nearest-rank
 /// percentiles of every value.
 pub struct Spread(Vec<f64>);
@@ -221,7 +268,7 @@ impl Drop for LoopDevice {
 
 #[cfg(test)]
 mod tests {
-    use super::{median, percentile};
+    use super::{median, percentile, MedianInterval};
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -237,5 +284,22 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn median_intervals_drop_as_many_ends_as_95_percent_allows() {
+        let values = |n: u32| (1..=n).rev().map(f64::from).collect::<Vec<_>>();
+        // 9 values: 1 - 2 (1 + 9) / 512.
+        let nine = MedianInterval::of(&values(9));
+        assert_eq!((nine.low, nine.high), (2.0, 8.0));
+        assert!((nine.coverage - 0.9609).abs() < 1e-4, "{nine:?}");
+        // 30 values: the 10th from each end (P(B < 10) = 0.0214).
+        let thirty = MedianInterval::of(&values(30));
+        assert_eq!((thirty.low, thirty.high), (10.0, 21.0));
+        assert!(thirty.coverage >= 0.95 && thirty.coverage < 0.96, "{thirty:?}");
+        // Too few for 95%: the range, at 1 - 2 / 32.
+        let five = MedianInterval::of(&values(5));
+        assert_eq!((five.low, five.high, five.coverage), (1.0, 5.0, 0.9375));
+        assert_eq!(MedianInterval::of(&[]).coverage, 0.0);
     }
 }

@@ -31,12 +31,14 @@ use anyhow::Context;
 use super::{
     agent::{cpu_time, QuietAgent},
     floor::EmptyPrograms,
-    machine, median, monitor_policy, LoopDevice, Tmpfs,
+    machine, median, monitor_policy, LoopDevice, MedianInterval, Tmpfs,
 };
 
-/// At least this many rounds: rounded up to a multiple of the number of
-/// states, so that each state goes first equally often.
+/// At least this many rounds, or `LEVEE_BENCH_OVERHEAD_ROUNDS`: rounded up to a
+/// multiple of the number of states, so that each state goes first equally
+/// often.
 const ROUNDS: usize = 9;
+const ROUNDS_ENV: &str = "LEVEE_BENCH_OVERHEAD_ROUNDS";
 /// A pause after a state starts and after it stops, before anything is
 /// timed: loading or freeing programs and maps leaves deferred kernel work
 /// (RCU callbacks, workqueues) that would land on the next workload.
@@ -178,7 +180,15 @@ impl State {
 
 pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let states = State::all()?;
-    let rounds = ROUNDS.div_ceil(states.len()) * states.len();
+    let rounds = match std::env::var(ROUNDS_ENV) {
+        Ok(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("{ROUNDS_ENV}={n}: not a number of rounds"))?,
+        Err(_) => ROUNDS,
+    };
+    let rounds = rounds.div_ceil(states.len()) * states.len();
     let fs = Tmpfs::new()?;
     let dir = fs.path();
     let policy = monitor_policy(&dir)?;
@@ -228,6 +238,18 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     Ok(table)
 }
 
+/// What a run can stand behind: whether the interval of the ratio's median
+/// lies under the target, over it, or across it (more rounds might tell).
+fn verdict(interval: &MedianInterval, target: f64) -> &'static str {
+    if interval.high <= target {
+        "met"
+    } else if interval.low > target {
+        "missed"
+    } else {
+        "unsettled"
+    }
+}
+
 /// Writes the results file and returns the README table.
 fn report(
     states: &[State],
@@ -245,8 +267,8 @@ fn report(
     let baseline = states.len() > 3;
     let mut rows = Vec::new();
     let mut table = format!(
-        "| overhead ({rounds} interleaved rounds; ratios to off) | off (s, median) | floor: empty programs on the same hooks (ratio) | levee (s, median) | levee ratio median | levee ratio range | target | levee's own CPU (ms, median; share of one core) |{}\n\
-         |---|---|---|---|---|---|---|---|{}\n",
+        "| overhead ({rounds} interleaved rounds; ratios to off) | off (s, median) | floor: empty programs on the same hooks (ratio) | levee (s, median) | levee ratio median | 95% interval of that median (all rounds' range) | target | verdict | levee's own CPU (ms, median; share of one core) |{}\n\
+         |---|---|---|---|---|---|---|---|---|{}\n",
         if baseline { " baseline ratio median |" } else { "" },
         if baseline { "---|" } else { "" },
     );
@@ -255,14 +277,18 @@ fn report(
         let ratio_of: Vec<Vec<f64>> = by_state.iter().map(|on| ratios(off, &on.secs)).collect();
         let (floor_r, levee_r, levee) = (&ratio_of[1], &ratio_of[2], &by_state[2]);
         let ratio = median(levee_r);
+        let interval = MedianInterval::of(levee_r);
+        let verdict = verdict(&interval, w.target);
         let share = median(&levee.agent_share);
         table += &format!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}–{:.3} | ≤ {:.2} | {:.0}; {:.1}% |",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}–{:.3} ({:.3}–{:.3}) | ≤ {:.2} | {verdict} | {:.0}; {:.1}% |",
             w.name,
             median(off),
             median(floor_r),
             median(&levee.secs),
             ratio,
+            interval.low,
+            interval.high,
             levee_r[0],
             levee_r[levee_r.len() - 1],
             w.target,
@@ -276,7 +302,10 @@ fn report(
         let mut row = serde_json::json!({
             "workload": w.name, "target_ratio": w.target,
             "ratio_median": ratio, "ratio_min": levee_r[0], "ratio_max": levee_r[levee_r.len() - 1],
+            "ratio_median_interval": [interval.low, interval.high],
+            "ratio_median_interval_coverage": interval.coverage,
             "met": ratio <= w.target,
+            "verdict": verdict,
             "levee_agent_cpu_share_median": share,
         });
         for (s, (state, sample)) in states.iter().zip(by_state).enumerate() {
