@@ -36,7 +36,7 @@ enum Command {
         args: Vec<String>,
     },
     /// Run the benchmarks (needs root): results in bench/<name>.json, tables on
-    /// stdout. Names pick some: enforcement, latency, overhead, probe-cost, throughput, footprint.
+    /// stdout. Names pick some: enforcement, latency, overhead, probe-cost, dispatch, throughput, footprint.
     Bench {
         /// Benchmarks to run (default: all).
         names: Vec<String>,

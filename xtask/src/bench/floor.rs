@@ -76,19 +76,23 @@ pub struct EmptyPrograms {
 }
 
 impl EmptyPrograms {
+    /// On every hook Levee attaches to, one program per attachment.
     pub fn attach() -> anyhow::Result<EmptyPrograms> {
+        Self::on(ATTACHMENTS.iter().map(|&(_, hook)| hook))
+    }
+
+    /// One on each of `hooks`.
+    pub fn on(hooks: impl IntoIterator<Item = Hook>) -> anyhow::Result<EmptyPrograms> {
         let tracefs = tracefs()?;
         let tracefs = tracefs.as_path();
-        let mut programs = Vec::with_capacity(ATTACHMENTS.len());
-        let mut attachments = Vec::with_capacity(ATTACHMENTS.len());
-        for &(program, hook) in ATTACHMENTS {
+        let (mut programs, mut attachments) = (Vec::new(), Vec::new());
+        for hook in hooks {
             let attached = match hook {
                 Hook::Syscall(name) => on_tracepoint(tracefs, "syscalls", name),
                 Hook::Tracepoint(category, name) => on_tracepoint(tracefs, category, name),
                 Hook::Raw(name) => on_raw_tracepoint(name),
             };
-            let (prog, attachment) = attached
-                .with_context(|| format!("an empty program where Levee attaches `{program}` ({hook:?})"))?;
+            let (prog, attachment) = attached.with_context(|| format!("an empty program at {hook:?}"))?;
             programs.push(prog);
             attachments.push(attachment);
         }

@@ -4,6 +4,7 @@
 //! distributions, and compare ratios measured in one run.
 
 mod agent;
+mod dispatch;
 mod enforcement;
 mod floor;
 mod footprint;
@@ -27,6 +28,7 @@ pub const BENCHMARKS: &[Benchmark] = &[
     ("latency", latency::run),
     ("overhead", overhead::run),
     ("probe-cost", probe_cost::run),
+    ("dispatch", dispatch::run),
     ("throughput", throughput::run),
     ("footprint", footprint::run),
 ];

@@ -48,7 +48,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 const PAUSE: Duration = Duration::from_millis(300);
 const FILES: usize = 200_000;
 /// What each of unlink-heavy's files holds.
-const SMALL_FILE: &[u8] = b"a small file: one write, one page of tmpfs\n";
+pub(super) const SMALL_FILE: &[u8] = b"a small file: one write, one page of tmpfs\n";
 const EXECS: usize = 20_000;
 const WRITE_BYTES: usize = 1 << 30;
 const CHUNK: usize = 64 * 1024;
