@@ -15,7 +15,10 @@ use std::{
 
 use agent_common::hooks::Hook;
 
-use super::{floor::EmptyPrograms, machine, median, overhead::SMALL_FILE, MedianInterval, Tmpfs};
+use super::{
+    balanced_rounds, floor::EmptyPrograms, machine, median, overhead::SMALL_FILE, rotation, MedianInterval,
+    Tmpfs,
+};
 
 /// Calls per timed run: half a second here.
 const CALLS: u32 = 500_000;
@@ -60,12 +63,11 @@ pub fn run(_agent: &Path, results: &Path) -> anyhow::Result<String> {
         Ok(start.elapsed().as_nanos() as f64 / f64::from(CALLS))
     };
     time()?;
-    let rounds = ROUNDS.div_ceil(STATES.len()) * STATES.len();
+    let rounds = balanced_rounds(ROUNDS, STATES.len());
     // ns[state][round]: nanoseconds per call.
     let mut ns = vec![Vec::with_capacity(rounds); STATES.len()];
     for round in 0..rounds {
-        for k in 0..STATES.len() {
-            let s = (round + k) % STATES.len();
+        for s in rotation(round, STATES.len()) {
             let programs = EmptyPrograms::on(STATES[s].1.iter().copied())?;
             std::thread::sleep(SETTLE);
             ns[s].push(time()?);

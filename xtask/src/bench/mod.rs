@@ -110,6 +110,18 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// At least `at_least` rounds, rounded up to a multiple of `states`, so
+/// that with [`rotation`] each state goes first equally often.
+pub fn balanced_rounds(at_least: usize, states: usize) -> usize {
+    at_least.div_ceil(states) * states
+}
+
+/// The order `states` run in during `round`: each round starts one later,
+/// so drift favours none.
+pub fn rotation(round: usize, states: usize) -> impl Iterator<Item = usize> {
+    (0..states).map(move |k| (round + k) % states)
+}
+
 /// A distribution-free interval for the median of `values`, in any order:
 /// from the `k`-th smallest to the `k`-th largest, `k` as large as keeps the
 /// chance that it holds the true median at 95% or more. Each value falls
@@ -270,7 +282,7 @@ impl Drop for LoopDevice {
 
 #[cfg(test)]
 mod tests {
-    use super::{median, percentile, MedianInterval};
+    use super::{balanced_rounds, median, percentile, rotation, MedianInterval};
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -279,6 +291,7 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&v, 100.0), 100.0);
         assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert_eq!(percentile(&v, 0.0), 1.0, "the 0th is the smallest");
     }
 
     #[test]
@@ -303,5 +316,20 @@ mod tests {
         let five = MedianInterval::of(&values(5));
         assert_eq!((five.low, five.high, five.coverage), (1.0, 5.0, 0.9375));
         assert_eq!(MedianInterval::of(&[]).coverage, 0.0);
+    }
+
+    #[test]
+    fn balanced_rounds_put_each_state_first_equally_often() {
+        let rounds = balanced_rounds(9, 4);
+        assert_eq!(rounds, 12);
+        let mut first = [0; 4];
+        for round in 0..rounds {
+            let order: Vec<usize> = rotation(round, 4).collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [0, 1, 2, 3], "round {round} runs every state once");
+            first[order[0]] += 1;
+        }
+        assert_eq!(first, [3; 4]);
     }
 }

@@ -30,8 +30,9 @@ use anyhow::Context;
 
 use super::{
     agent::{cpu_time, QuietAgent},
+    balanced_rounds,
     floor::EmptyPrograms,
-    machine, median, monitor_policy, LoopDevice, MedianInterval, Tmpfs,
+    machine, median, monitor_policy, rotation, LoopDevice, MedianInterval, Tmpfs,
 };
 
 /// At least this many rounds, or `LEVEE_BENCH_OVERHEAD_ROUNDS`: rounded up to a
@@ -188,7 +189,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
             .with_context(|| format!("{ROUNDS_ENV}={n}: not a number of rounds"))?,
         Err(_) => ROUNDS,
     };
-    let rounds = rounds.div_ceil(states.len()) * states.len();
+    let rounds = balanced_rounds(rounds, states.len());
     let fs = Tmpfs::new()?;
     let dir = fs.path();
     let policy = monitor_policy(&dir)?;
@@ -202,9 +203,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let mut samples = vec![vec![Samples::default(); states.len()]; WORKLOADS.len()];
     let mut dropped = vec![0.0; states.len()];
     for round in 0..rounds {
-        // Rotate which state goes first, so drift favours none.
-        for k in 0..states.len() {
-            let s = (round + k) % states.len();
+        for s in rotation(round, states.len()) {
             let running = states[s].start(agent_bin, &policy)?;
             std::thread::sleep(SETTLE);
             for (i, w) in WORKLOADS.iter().enumerate() {

@@ -21,9 +21,9 @@ use aya::{
 
 use super::{
     agent::QuietAgent,
-    machine, median, monitor_policy,
+    balanced_rounds, machine, median, monitor_policy,
     overhead::{prepare_mixed, WORKLOADS},
-    Tmpfs,
+    rotation, Tmpfs,
 };
 
 /// At least seven (the machines are noisy enough that three rounds moved a
@@ -80,10 +80,9 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     // breakdown.
     let mut millis = vec![vec![Vec::new(); WORKLOADS.len()]; builds.len()];
     let mut programs = vec![vec![BTreeMap::new(); WORKLOADS.len()]; builds.len()];
-    let rounds = ROUNDS.div_ceil(builds.len()) * builds.len();
+    let rounds = balanced_rounds(ROUNDS, builds.len());
     for round in 0..rounds {
-        for k in 0..builds.len() {
-            let b = (round + k) % builds.len();
+        for b in rotation(round, builds.len()) {
             let before_start: HashSet<u32> = snapshot()?.into_keys().collect();
             let _agent = QuietAgent::start(&builds[b].1, &policy)?;
             for (i, w) in WORKLOADS.iter().enumerate() {

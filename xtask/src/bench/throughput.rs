@@ -20,7 +20,7 @@ use nix::sys::signal::Signal;
 
 use super::{
     agent::{cpu_time, pin_to, QuietAgent},
-    machine, median, monitor_policy, Tmpfs,
+    machine, median, monitor_policy, Spread, Tmpfs,
 };
 
 const EVENTS: usize = 1_000_000;
@@ -75,10 +75,8 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let all = |f: fn(&Drain) -> f64| runs.iter().map(f).collect::<Vec<_>>();
     let (rates, per_cpu) = (all(Drain::rate), all(Drain::rate_per_cpu_second));
     let rate = median(&rates);
-    let (slowest, fastest) = (
-        rates.iter().copied().fold(f64::INFINITY, f64::min),
-        rates.iter().copied().fold(0.0, f64::max),
-    );
+    let spread = Spread::of(&rates);
+    let (slowest, fastest) = (spread.at(0.0), spread.at(100.0));
     let taken = all(|r| r.taken);
     let dropped: f64 = runs.iter().map(|r| r.dropped).sum();
     let complete = taken.iter().all(|&t| t >= EVENTS as f64);
