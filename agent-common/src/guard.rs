@@ -125,7 +125,10 @@ pub struct GuardConfig {
     /// (`EXEMPT_LIST_*` bits): the probes skip lookups in empty ones. Set
     /// before a map's first entry goes in, cleared after its last goes.
     pub exempt_lists: u32,
-    pub _pad: u32,
+    /// Changed by the agent after every change to the protected
+    /// directories: a walk the probes kept from before, with the protected
+    /// class it found, is never replayed (see the probes' `path_cache`).
+    pub dirs_epoch: u32,
 }
 
 /// Who changes the number of marked sessions. Each writer keeps its own

@@ -18,6 +18,7 @@ use crate::{
     kernel::Btf,
     maps::offsets,
     path::AT_FDCWD,
+    path_cache,
     record::Record,
     syscall::{arg, as_int, nr, numbers, remember, ret, take, EntryRegs},
 };
@@ -62,6 +63,9 @@ pub fn deletion_exit(ctx: TracePointContext) -> u32 {
     // Sent first: the guard's own records reuse the scratch buffer.
     record.submit();
     if succeeded {
+        if op == DeleteOp::Rmdir as u64 || op == DeleteOp::UnlinkatDir as u64 {
+            path_cache::directories_moved();
+        }
         guard::count_deletion(&subject, class, time);
     }
     0
@@ -88,7 +92,11 @@ pub fn rename_exit(ctx: TracePointContext) -> u32 {
     fixed.flags = flags as u32;
     fixed.from = from;
     fixed.to = to;
+    let renamed = fixed.ret == 0;
     record.submit();
+    if renamed {
+        path_cache::directories_moved();
+    }
     0
 }
 

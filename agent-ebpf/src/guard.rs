@@ -22,7 +22,7 @@ use aya_ebpf::{
 use crate::{
     clock,
     kernel::{read_u32, read_u64, Btf},
-    maps::{atomic_add, offsets, EntryCount},
+    maps::{atomic_add, offsets, SharedCount},
     record::Record,
     task,
 };
@@ -57,7 +57,7 @@ static EXEMPT_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 /// lookup while there are none (the programs spared by default, such as
 /// sshd, are not allowlisted). Only the probes write `EXEMPT_PIDS`, each
 /// process's entry at its own fork, exec and exit, which never run at once.
-static ALLOWLISTED_PIDS: EntryCount = EntryCount::new();
+static ALLOWLISTED_PIDS: SharedCount = SharedCount::new();
 #[map]
 static EXEMPT_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
 #[map]
@@ -231,6 +231,12 @@ fn exempt(task: &Subject, cfg: &GuardConfig) -> bool {
         || task.pid == cfg.agent_pid
         || (cfg.exempt_lists & EXEMPT_LIST_UIDS != 0 && unsafe { EXEMPT_UIDS.get(&task.uid) }.is_some())
         || (cfg.exempt_lists & EXEMPT_LIST_CGROUPS != 0 && unsafe { EXEMPT_CGROUPS.get(&task.cgroup_id) }.is_some())
+}
+
+/// The agent's count of changes to the protected directories.
+#[inline(always)]
+pub fn dirs_epoch() -> u32 {
+    GUARD.get(0).map_or(0, |c| c.dirs_epoch)
 }
 
 /// Whether device `dev` holds protected directories.

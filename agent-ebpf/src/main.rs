@@ -6,7 +6,8 @@
 //!
 //! Layout: `maps` (shared maps and globals), `clock` (record times),
 //! `kernel` and `task` (reading kernel memory), `files` (fd → file →
-//! inode), `path` (rebuilding paths), `record` (building a ring-buffer
+//! inode), `path` (rebuilding paths), `path_cache` (replaying the last
+//! walk), `record` (building a ring-buffer
 //! record), `syscall` (a syscall's arguments, read at exit from the
 //! registers it was entered with), `guard` (per-session limits and kills),
 //! then one module per probe family: `fs`, `open`, `block`, `process`.
@@ -24,6 +25,7 @@ mod kernel;
 mod maps;
 mod open;
 mod path;
+mod path_cache;
 mod process;
 mod record;
 mod syscall;

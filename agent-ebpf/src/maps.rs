@@ -88,18 +88,17 @@ pub unsafe fn atomic_add(target: *mut u64, delta: u64) {
     unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) target, d = in(reg) delta) };
 }
 
-/// A count of the entries of the map it stands beside, never short of them
-/// when a probe reads it (each user says why); while it is 0 (nearly
-/// always) probes skip looking the map up. A global of the
-/// program, changed by atomic adds: probes on several CPUs change it at once.
-pub struct EntryCount(UnsafeCell<u64>);
+/// A `u64` global of the program that probes on several CPUs change at once,
+/// by atomic adds, and read by volatile loads: a count of a map's entries
+/// that lets probes skip the lookup while it is 0, or an epoch.
+pub struct SharedCount(UnsafeCell<u64>);
 
 // SAFETY: only changed by atomic adds and read by volatile loads.
-unsafe impl Sync for EntryCount {}
+unsafe impl Sync for SharedCount {}
 
-impl EntryCount {
-    pub const fn new() -> EntryCount {
-        EntryCount(UnsafeCell::new(0))
+impl SharedCount {
+    pub const fn new() -> SharedCount {
+        SharedCount(UnsafeCell::new(0))
     }
 
     #[inline(always)]
@@ -117,7 +116,12 @@ impl EntryCount {
 
     /// A volatile read: set at run time, never the constant initial value.
     #[inline(always)]
+    pub fn get(&self) -> u64 {
+        unsafe { self.0.get().read_volatile() }
+    }
+
+    #[inline(always)]
     pub fn is_zero(&self) -> bool {
-        unsafe { self.0.get().read_volatile() == 0 }
+        self.get() == 0
     }
 }

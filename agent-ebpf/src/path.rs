@@ -137,18 +137,20 @@ pub struct Mount {
 /// A dentry's `d_parent`, `d_name` and `d_inode`, read in one go (the agent
 /// checks that they lie so, see `KernelOffsets::dentry_links`).
 #[repr(C)]
-struct Links {
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Links {
     parent: u64,
-    _hash_len: u64,
+    /// The name's length and hash (salted with the parent's address).
+    hash_len: u64,
     name: u64,
     inode: u64,
 }
 
 impl Links {
     #[inline(always)]
-    fn of(dentry: u64, o: &KernelOffsets) -> Links {
+    pub fn of(dentry: u64, o: &KernelOffsets) -> Links {
         let at = (dentry + o.dentry_links as u64) as *const Links;
-        unsafe { bpf_probe_read_kernel(at) }.unwrap_or(Links { parent: 0, _hash_len: 0, name: 0, inode: 0 })
+        unsafe { bpf_probe_read_kernel(at) }.unwrap_or(Links { parent: 0, hash_len: 0, name: 0, inode: 0 })
     }
 }
 

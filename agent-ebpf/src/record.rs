@@ -25,6 +25,7 @@ use crate::{
     clock,
     maps::{count, wakeup_flags, Delivery, EVENTS},
     path::{self, PathRef},
+    path_cache::{self, WalkKey},
     task,
 };
 
@@ -167,16 +168,35 @@ impl<T: 'static> Record<T> {
         path_of(0, self.end().saturating_sub(start), flags)
     }
 
+    /// Appends the components of `from` up to the task's root: replayed
+    /// when this CPU just walked the same directory (see `path_cache`).
     #[inline(always)]
     fn walk(&self, from: PathRef, task: u64, o: &KernelOffsets) -> u32 {
         let root = path::task_root(task, o);
         let class = unsafe { &raw mut (*self.scratch).class };
+        let key = WalkKey::now(from, root, o);
+        let now_ns = self.time();
+        if path_cache::replay(&key, now_ns, self.data(), self.end_ptr(), class) {
+            return 0;
+        }
+        let start = self.end();
+        // A walk after one that found a class looks none up: not kept.
+        let finds_class = unsafe { class.read_volatile() } == 0;
         let mount = unsafe { &raw mut (*self.scratch).mount };
         if path::write_components(from, root, self.data(), self.end_ptr(), class, mount) {
-            PATH_FLAG_DIR_TRUNCATED
-        } else {
-            0
+            return PATH_FLAG_DIR_TRUNCATED;
         }
+        if finds_class {
+            path_cache::keep(key, now_ns, self.data(), start, self.end() - start, self.class());
+        }
+        0
+    }
+
+    /// When the record was made (`TaskInfo::boot_ns`).
+    #[inline(always)]
+    fn time(&self) -> u64 {
+        // SAFETY: as in `start_at`.
+        unsafe { (*self.head().add(8).cast::<TaskInfo>()).boot_ns }
     }
 
     /// The protected path class the walks of this record met, 0 if none.

@@ -13,7 +13,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::Btf,
-    maps::{count, EntryCount},
+    maps::{count, SharedCount},
 };
 
 /// Syscall arguments in `sys_enter_*` records start at 16, 8 bytes each
@@ -96,7 +96,7 @@ static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16 * 1024, 0);
 
 /// `PENDING`'s entries (an overwrite counts twice): the exits that may take
 /// one (every `ftruncate`, every `openat2`) skip the lookup while it is 0.
-static PENDING_ENTRIES: EntryCount = EntryCount::new();
+static PENDING_ENTRIES: SharedCount = SharedCount::new();
 
 #[inline(always)]
 pub fn remember(kind: EventKind, args: [u64; 3]) {

@@ -60,12 +60,14 @@ impl GuardMaps {
         })
     }
 
-    /// Sets the global settings, keeping which exemption maps hold entries.
+    /// Sets the global settings, keeping which exemption maps hold entries
+    /// and the protected directories' epoch.
     pub fn set_config(&mut self, config: GuardConfig) -> Result<(), MapError> {
         self.update_config(|c| {
-            let lists = c.exempt_lists;
+            let (lists, epoch) = (c.exempt_lists, c.dirs_epoch);
             *c = config;
             c.exempt_lists = lists;
+            c.dirs_epoch = epoch;
         })
     }
 
@@ -96,7 +98,9 @@ impl GuardMaps {
             self.dir_devs.insert(dev, 1, 0)?;
         }
         replace(&mut self.dirs, dirs)?;
-        replace(&mut self.dir_devs, &devs)
+        replace(&mut self.dir_devs, &devs)?;
+        // After the maps: a walk kept while they changed is not replayed.
+        self.update_config(|c| c.dirs_epoch = c.dirs_epoch.wrapping_add(1))
     }
 
     /// Replaces the protected devices (kernel `dev_t` values).

@@ -97,7 +97,7 @@ impl Responder {
             protect_devices: u32::from(policy.guard.protect_devices),
             kill_marked_on_exec: u32::from(policy.guard.kill_marked_on_exec),
             exempt_lists: 0,
-            _pad: 0,
+            dirs_epoch: 0,
         })?;
         self.allowed_uids = policy
             .allow

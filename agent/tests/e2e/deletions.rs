@@ -197,6 +197,56 @@ fn relative_path_is_resolved_across_a_mount() {
     drop(mount);
 }
 
+/// A directory's walk is replayed for the next name relative to it on the
+/// same CPU: a parent renamed, or the mount under it moved, between two
+/// deletions must show in the second's path at once. One process pinned to
+/// one CPU does both, microseconds apart, in a mount namespace of its own
+/// (where the sandbox is private, so its mount may move); the renames name
+/// absolute paths, so no walk of theirs replaces the one kept.
+#[test]
+fn a_directory_moved_between_two_deletions_shows_its_new_path() {
+    let sandbox = Sandbox::new();
+    let root = sandbox.path();
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    for dir in ["m", "n"] {
+        std::fs::create_dir(root.join(dir)).unwrap();
+    }
+    for name in ["f1", "f2"] {
+        std::fs::write(root.join("a/b").join(name), b"").unwrap();
+    }
+    let agent = Agent::start(&sandbox);
+
+    let script = "import ctypes, os, sys\n\
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n\
+        root = sys.argv[1]\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        def mount(source, target, fstype, flags):\n\
+        \x20   if libc.mount(source.encode(), target.encode(), fstype, flags, None) != 0:\n\
+        \x20       raise OSError(ctypes.get_errno(), 'mount ' + target)\n\
+        mount('tmpfs', root + '/m', b'tmpfs', 0)\n\
+        os.mkdir(root + '/m/c')\n\
+        for name in ('g1', 'g2'):\n\
+        \x20   open(root + '/m/c/' + name, 'w').close()\n\
+        b = os.open(root + '/a/b', os.O_RDONLY | os.O_DIRECTORY)\n\
+        c = os.open(root + '/m/c', os.O_RDONLY | os.O_DIRECTORY)\n\
+        os.unlink('f1', dir_fd=b)\n\
+        os.rename(root + '/a', root + '/z')\n\
+        os.unlink('f2', dir_fd=b)\n\
+        os.unlink('g1', dir_fd=c)\n\
+        mount(root + '/m', root + '/n', None, 8192)  # MS_MOVE\n\
+        os.unlink('g2', dir_fd=c)\n";
+    let pid = crate::support::run(
+        Command::new("unshare")
+            .args(["--mount", "python3", "-c", script])
+            .arg(root),
+    );
+
+    let expected = ["a/b/f1", "z/b/f2", "m/c/g1", "n/c/g2"].map(|p| root.join(p));
+    let events = agent.deletions_under(root, |seen| seen.len() >= expected.len());
+    assert_each_once(&events, &expected, pid, "python3");
+    agent.stop();
+}
+
 #[test]
 fn a_path_near_path_max_arrives_whole() {
     let sandbox = Sandbox::new();
