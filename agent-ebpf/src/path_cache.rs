@@ -12,9 +12,10 @@
 //!   either side of a concurrent deletion, as without the cache);
 //! - the agent did not change the protected directories (whose class the
 //!   walk found, `GuardConfig::dirs_epoch`);
-//! - at most `KEEP_NS` passed. What moves directories out of the probes'
-//!   sight (io_uring, the in-kernel NFS and SMB servers, a network
-//!   filesystem's server) therefore shows in records at most that late.
+//! - at most `KEEP_NS` passed, on the records' clock (see `clock`: a tick
+//!   early at most). What moves directories out of the probes' sight
+//!   (io_uring, the in-kernel NFS and SMB servers, a network filesystem's
+//!   server) therefore shows in records at most that and a tick late.
 //!
 //! Only walks that looked the protected class up themselves, wrote every
 //! name, and fit in `KEPT_CAP` are kept.
