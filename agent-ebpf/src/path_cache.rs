@@ -8,14 +8,15 @@
 //! dentry still has the same parent, name and inode, and since it was kept:
 //!
 //! - no directory was renamed or removed and no mount changed (`MOVES`,
-//!   bumped at the exits of those calls; a call still running may be seen
-//!   either side of a concurrent deletion, as without the cache);
+//!   bumped at the exits of those calls: a deletion made while one is still
+//!   in its call, whose effect may already show, can get the old path);
 //! - the agent did not change the protected directories (whose class the
 //!   walk found, `GuardConfig::dirs_epoch`);
 //! - at most `KEEP_NS` passed, on the records' clock (see `clock`: a tick
 //!   early at most). What moves directories out of the probes' sight
-//!   (io_uring, the in-kernel NFS and SMB servers, a network filesystem's
-//!   server) therefore shows in records at most that and a tick late.
+//!   (io_uring, 32-bit syscalls, the in-kernel NFS and SMB servers, a
+//!   network or FUSE filesystem's server, unmounts the kernel makes itself)
+//!   therefore shows in records at most that and a tick late.
 //!
 //! Only walks that looked the protected class up themselves, wrote every
 //! name, and fit in `KEPT_CAP` are kept.
@@ -89,6 +90,7 @@ impl WalkKey {
     }
 }
 
+/// A CPU's last walk.
 #[repr(C)]
 pub struct Kept {
     key: WalkKey,

@@ -93,14 +93,20 @@ impl GuardMaps {
     /// they are on. A device is listed before its directories and dropped
     /// after them: the probes look a directory up only on a listed device.
     pub fn set_dirs(&mut self, dirs: &std::collections::HashMap<DirKey, u32>) -> Result<(), MapError> {
+        let written = self.write_dirs(dirs);
+        // After the maps, even if they changed only in part: a walk kept
+        // while they changed is not replayed.
+        self.update_config(|c| c.dirs_epoch = c.dirs_epoch.wrapping_add(1))?;
+        written
+    }
+
+    fn write_dirs(&mut self, dirs: &std::collections::HashMap<DirKey, u32>) -> Result<(), MapError> {
         let devs: std::collections::HashMap<u32, u32> = dirs.keys().map(|k| (k.dev, 1)).collect();
         for dev in devs.keys() {
             self.dir_devs.insert(dev, 1, 0)?;
         }
         replace(&mut self.dirs, dirs)?;
-        replace(&mut self.dir_devs, &devs)?;
-        // After the maps: a walk kept while they changed is not replayed.
-        self.update_config(|c| c.dirs_epoch = c.dirs_epoch.wrapping_add(1))
+        replace(&mut self.dir_devs, &devs)
     }
 
     /// Replaces the protected devices (kernel `dev_t` values).
