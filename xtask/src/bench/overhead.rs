@@ -40,6 +40,10 @@ use super::{
 /// often.
 const ROUNDS: usize = 9;
 const ROUNDS_ENV: &str = "LEVEE_BENCH_OVERHEAD_ROUNDS";
+/// Comma-separated workload keys (`unlink-heavy`, `mixed`, ...) to run alone:
+/// more rounds of one short, noisy workload in the time of a full run. Their
+/// results go to `overhead-KEYS.json`, beside a full run's.
+const WORKLOADS_ENV: &str = "LEVEE_BENCH_OVERHEAD_WORKLOADS";
 /// A pause after a state starts and after it stops, before anything is
 /// timed: loading or freeing programs and maps leaves deferred kernel work
 /// (RCU callbacks, workqueues) that would land on the next workload.
@@ -62,6 +66,35 @@ pub(super) struct Workload {
     pub(super) name: &'static str,
     target: f64,
     pub(super) run: fn(&Path) -> anyhow::Result<Duration>,
+}
+
+impl Workload {
+    /// The name up to its colon: `unlink-heavy`, `write-heavy`, `mixed`...
+    /// The two write-heavy workloads share theirs.
+    fn key(&self) -> &'static str {
+        self.name.split(':').next().unwrap_or(self.name)
+    }
+}
+
+/// The workloads `list` (the value of `WORKLOADS_ENV`) names, all if there
+/// is none, and the results file for them.
+fn selected(list: Option<&str>, results: &Path) -> anyhow::Result<(Vec<&'static Workload>, PathBuf)> {
+    let Some(list) = list else {
+        return Ok((WORKLOADS.iter().collect(), results.to_owned()));
+    };
+    let keys: Vec<&str> = list.split(',').map(str::trim).collect();
+    if let Some(unknown) = keys.iter().find(|k| !WORKLOADS.iter().any(|w| w.key() == **k)) {
+        let known: Vec<&str> = WORKLOADS.iter().map(Workload::key).collect();
+        anyhow::bail!(
+            "{WORKLOADS_ENV}: no workload `{unknown}`; there are: {}",
+            known.join(", ")
+        );
+    }
+    let chosen = WORKLOADS.iter().filter(|w| keys.contains(&w.key())).collect();
+    Ok((
+        chosen,
+        results.with_file_name(format!("overhead-{}.json", keys.join("+"))),
+    ))
 }
 
 pub(super) const WORKLOADS: &[Workload] = &[
@@ -190,23 +223,24 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
         Err(_) => ROUNDS,
     };
     let rounds = balanced_rounds(rounds, states.len());
+    let (workloads, results) = selected(std::env::var(WORKLOADS_ENV).ok().as_deref(), results)?;
     let fs = Tmpfs::new()?;
     let dir = fs.path();
     let policy = monitor_policy(&dir)?;
     prepare_mixed(&dir)?;
     // Once untimed: the first run of a workload pays for cold caches and
     // fresh tmpfs pages, which would land on whichever state went first.
-    for w in WORKLOADS {
+    for w in &workloads {
         (w.run)(&dir).with_context(|| w.name)?;
     }
     // samples[workload][state]; events the agent lost, per state, over all rounds.
-    let mut samples = vec![vec![Samples::default(); states.len()]; WORKLOADS.len()];
+    let mut samples = vec![vec![Samples::default(); states.len()]; workloads.len()];
     let mut dropped = vec![0.0; states.len()];
     for round in 0..rounds {
         for s in rotation(round, states.len()) {
             let running = states[s].start(agent_bin, &policy)?;
             std::thread::sleep(SETTLE);
-            for (i, w) in WORKLOADS.iter().enumerate() {
+            for (i, w) in workloads.iter().enumerate() {
                 let started = (
                     Instant::now(),
                     running.agent().map(|a| cpu_time(a.pid())).transpose()?,
@@ -230,7 +264,7 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
             std::thread::sleep(SETTLE);
         }
     }
-    let table = report(&states, rounds, &samples, &dropped, results)?;
+    let table = report(&states, rounds, &workloads, &samples, &dropped, &results)?;
     for (state, &lost) in states.iter().zip(&dropped) {
         anyhow::ensure!(lost == 0.0, "{}: the agent lost {lost} events", state.key());
     }
@@ -253,6 +287,7 @@ fn verdict(interval: &MedianInterval, target: f64) -> &'static str {
 fn report(
     states: &[State],
     rounds: usize,
+    workloads: &[&Workload],
     samples: &[Vec<Samples>],
     dropped: &[f64],
     results: &Path,
@@ -271,7 +306,7 @@ fn report(
         if baseline { " baseline ratio median |" } else { "" },
         if baseline { "---|" } else { "" },
     );
-    for (w, by_state) in WORKLOADS.iter().zip(samples) {
+    for (w, by_state) in workloads.iter().zip(samples) {
         let off = by_state[0].secs.as_slice();
         let ratio_of: Vec<Vec<f64>> = by_state.iter().map(|on| ratios(off, &on.secs)).collect();
         let (floor_r, levee_r, levee) = (&ratio_of[1], &ratio_of[2], &by_state[2]);
@@ -471,4 +506,28 @@ fn mixed_build(dir: &Path) -> anyhow::Result<Duration> {
         .context("running cargo clean")?;
     anyhow::ensure!(status.success(), "cargo clean failed");
     Ok(start.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_list_picks_those_workloads_and_their_own_results_file() {
+        let full = Path::new("bench/overhead.json");
+        let (all, file) = selected(None, full).unwrap();
+        assert_eq!((all.len(), file.as_path()), (WORKLOADS.len(), full));
+
+        let (some, file) = selected(Some("mixed, write-heavy"), full).unwrap();
+        let keys: Vec<&str> = some.iter().map(|w| w.key()).collect();
+        assert_eq!(keys, ["write-heavy", "write-heavy", "mixed"]);
+        assert_eq!(file, Path::new("bench/overhead-mixed+write-heavy.json"));
+
+        let Err(err) = selected(Some("mixed,unlink"), full) else {
+            panic!("an unknown workload was accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains("no workload `unlink`"), "{err}");
+        assert!(err.contains("unlink-heavy"), "{err}");
+    }
 }
