@@ -67,18 +67,18 @@ pub fn pwritev_enter(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn record_if_block_device(fd: u64, size: Size, pos: Option<u64>) {
     let o = offsets();
-    let file = fd_file(Btf::current_task(), fd as u32 as i64, &o);
-    let Some(inode) = Inode::of(file, &o) else { return };
-    if inode.file_type(&o) != S_IFBLK {
+    let file = fd_file(Btf::current_task(), fd as u32 as i64, o);
+    let Some(inode) = Inode::of(file, o) else { return };
+    if inode.file_type(o) != S_IFBLK {
         return;
     }
-    let dev = inode.rdev(&o);
+    let dev = inode.rdev(o);
     let offset = pos.unwrap_or_else(|| read_u64(file, o.file_pos));
     let bytes = match size {
         Size::Count(count) => count,
         Size::Iovecs { at, count } => iovec_bytes(at, count),
     };
-    if let Some(record) = Record::<RawBlockWrite>::start(EventKind::BlockWrite, &o) {
+    if let Some(record) = Record::<RawBlockWrite>::start(EventKind::BlockWrite, o) {
         let fixed = record.fixed();
         fixed.offset = offset;
         fixed.bytes = bytes;

@@ -42,16 +42,16 @@ pub fn deletion_exit(ctx: TracePointContext) -> u32 {
     let regs = EntryRegs::current();
     let (nr, n) = (nr(&ctx), numbers());
     let (op, dfd, name) = if nr == n.unlinkat {
-        let op = if regs.arg(2, &o) & AT_REMOVEDIR != 0 { DeleteOp::UnlinkatDir } else { DeleteOp::Unlinkat };
-        (op, as_int(regs.arg(0, &o)), regs.arg(1, &o))
+        let op = if regs.arg(2, o) & AT_REMOVEDIR != 0 { DeleteOp::UnlinkatDir } else { DeleteOp::Unlinkat };
+        (op, as_int(regs.arg(0, o)), regs.arg(1, o))
     } else if nr == n.rmdir {
-        (DeleteOp::Rmdir, AT_FDCWD, regs.arg(0, &o))
+        (DeleteOp::Rmdir, AT_FDCWD, regs.arg(0, o))
     } else {
-        (DeleteOp::Unlink, AT_FDCWD, regs.arg(0, &o))
+        (DeleteOp::Unlink, AT_FDCWD, regs.arg(0, o))
     };
-    let Some(record) = Record::<RawDeletion>::start(EventKind::Deletion, &o) else { return 0 };
+    let Some(record) = Record::<RawDeletion>::start(EventKind::Deletion, o) else { return 0 };
     let [op, dfd, name, ..] = record.args([op as u64, dfd as u64, name, 0, 0]);
-    let path = record.push_user_path(name, dfd as i64, &o);
+    let path = record.push_user_path(name, dfd as i64, o);
     let class = record.class();
     let fixed = record.fixed();
     fixed.ret = ret(&ctx);
@@ -78,15 +78,15 @@ pub fn rename_exit(ctx: TracePointContext) -> u32 {
     let regs = EntryRegs::current();
     let (nr, n) = (nr(&ctx), numbers());
     let (old_dfd, old, new_dfd, new, flags) = if nr == n.renameat || nr == n.renameat2 {
-        let flags = if nr == n.renameat2 { regs.arg(4, &o) as u32 } else { 0 };
-        (as_int(regs.arg(0, &o)), regs.arg(1, &o), as_int(regs.arg(2, &o)), regs.arg(3, &o), flags)
+        let flags = if nr == n.renameat2 { regs.arg(4, o) as u32 } else { 0 };
+        (as_int(regs.arg(0, o)), regs.arg(1, o), as_int(regs.arg(2, o)), regs.arg(3, o), flags)
     } else {
-        (AT_FDCWD, regs.arg(0, &o), AT_FDCWD, regs.arg(1, &o), 0)
+        (AT_FDCWD, regs.arg(0, o), AT_FDCWD, regs.arg(1, o), 0)
     };
-    let Some(record) = Record::<RawRename>::start(EventKind::Rename, &o) else { return 0 };
+    let Some(record) = Record::<RawRename>::start(EventKind::Rename, o) else { return 0 };
     let [old_dfd, old, new_dfd, new, flags] = record.args([old_dfd as u64, old, new_dfd as u64, new, flags as u64]);
-    let from = record.push_user_path(old, old_dfd as i64, &o);
-    let to = record.push_user_path(new, new_dfd as i64, &o);
+    let from = record.push_user_path(old, old_dfd as i64, o);
+    let to = record.push_user_path(new, new_dfd as i64, o);
     let fixed = record.fixed();
     fixed.ret = ret(&ctx);
     fixed.flags = flags as u32;
@@ -108,8 +108,8 @@ pub fn ftruncate_enter(ctx: TracePointContext) -> u32 {
     let fd = arg(&ctx, 0) as u32 as i64;
     let length = arg(&ctx, 1) as i64;
     let o = offsets();
-    let Some(inode) = Inode::of(fd_file(Btf::current_task(), fd, &o), &o) else { return 0 };
-    let size = inode.size(&o);
+    let Some(inode) = Inode::of(fd_file(Btf::current_task(), fd, o), o) else { return 0 };
+    let size = inode.size(o);
     if length < size {
         guard::check_marked(GuardHook::DestructiveCall);
         remember(EventKind::Truncate, [fd as u64, length as u64, size as u64]);
@@ -127,15 +127,15 @@ pub fn truncate_exit(ctx: TracePointContext) -> u32 {
         (call.args[0] as i64, call.args[1] as i64, call.args[2] as i64, 0)
     } else {
         let regs = EntryRegs::current();
-        (AT_FDCWD, regs.arg(1, &o) as i64, SIZE_UNKNOWN, regs.arg(0, &o))
+        (AT_FDCWD, regs.arg(1, o) as i64, SIZE_UNKNOWN, regs.arg(0, o))
     };
-    let Some(record) = Record::<RawTruncate>::start(EventKind::Truncate, &o) else { return 0 };
+    let Some(record) = Record::<RawTruncate>::start(EventKind::Truncate, o) else { return 0 };
     let [fd, length, size_before, name, _] = record.args([fd as u64, length as u64, size_before as u64, name, 0]);
     let (fd, length, size_before) = (fd as i64, length as i64, size_before as i64);
     let (op, path) = if ftruncate {
-        (TruncateOp::Ftruncate, record.push_file_path(fd_file(Btf::current_task(), fd, &o), &o))
+        (TruncateOp::Ftruncate, record.push_file_path(fd_file(Btf::current_task(), fd, o), o))
     } else {
-        (TruncateOp::Truncate, record.push_user_path(name, fd, &o))
+        (TruncateOp::Truncate, record.push_user_path(name, fd, o))
     };
     let fixed = record.fixed();
     fixed.ret = ret(&ctx);

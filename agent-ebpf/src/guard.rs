@@ -318,7 +318,7 @@ pub fn check_marked(hook: GuardHook) {
     if cfg.enforce == 0 || !any_marks() || (hook == GuardHook::Exec && cfg.kill_marked_on_exec == 0) {
         return;
     }
-    let task = Subject::current(&offsets());
+    let task = Subject::current(offsets());
     let session = session_of(&task, &cfg);
     let Some(mark) = (unsafe { MARKED.get(&session) }).copied() else { return };
     // A spared process is not killed: acting would only repeat a record at
@@ -354,7 +354,7 @@ pub fn check_device_write(dev: u32) {
     if cfg.protect_devices == 0 || unsafe { PROTECTED_DEVICES.get(&dev) }.is_none() {
         return check_marked(GuardHook::DeviceWrite);
     }
-    let task = Subject::current(&offsets());
+    let task = Subject::current(offsets());
     if exempt(&task, &cfg) {
         return;
     }
@@ -392,7 +392,7 @@ fn act(
     let killed = cfg.enforce != 0 && exemption_of(task.pid) != Exemption::Spared as u32;
     let signal_ret = if killed { (unsafe { bpf_send_signal(SIGKILL) }) as i32 } else { 0 };
     let o = offsets();
-    let Some(record) = Record::<RawGuard>::start_at(EventKind::Guard, now, &o) else { return };
+    let Some(record) = Record::<RawGuard>::start_at(EventKind::Guard, now, o) else { return };
     let fixed = record.fixed();
     fixed.session = session;
     fixed.reason = reason as u32;

@@ -56,25 +56,25 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
     let regs = EntryRegs::current();
     let (nr, n) = (nr(&ctx), numbers());
     let flags = if nr == n.open {
-        regs.arg(1, &o)
+        regs.arg(1, o)
     } else if nr == n.openat2 {
         take(EventKind::BlockOpen).map_or(0, |call| call.args[0])
     } else {
-        regs.arg(2, &o)
+        regs.arg(2, o)
     };
     if flags & WRITING == 0 {
         return 0;
     }
-    let file = fd_file(Btf::current_task(), fd, &o);
+    let file = fd_file(Btf::current_task(), fd, o);
     // A file this open created held nothing, and is no device.
     if read_u32(file, o.file_mode) & FMODE_CREATED != 0 {
         return 0;
     }
-    let Some(inode) = Inode::of(file, &o) else { return 0 };
-    match inode.file_type(&o) {
-        S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, &o),
+    let Some(inode) = Inode::of(file, o) else { return 0 };
+    match inode.file_type(o) {
+        S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, o),
         S_IFREG if flags & O_TRUNC != 0 => {
-            open_trunc(fd, file, &o);
+            open_trunc(fd, file, o);
             guard::check_marked(GuardHook::DestructiveCall);
         }
         _ => {}

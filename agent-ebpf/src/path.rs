@@ -163,7 +163,7 @@ unsafe extern "C" fn step(_: u64, walk: *mut c_void) -> i64 {
     let walk = unsafe { &mut *walk.cast::<Walk>() };
     let o = offsets();
     let at = walk.at;
-    let links = Links::of(at.dentry, &o);
+    let links = Links::of(at.dentry, o);
     // Volatile: map memory, read and written as such (see `write_components`).
     let mount = walk.mount;
     if at.vfsmount != unsafe { (&raw const (*mount).vfsmount).read_volatile() } {
@@ -178,7 +178,7 @@ unsafe extern "C" fn step(_: u64, walk: *mut c_void) -> i64 {
     }
     let Mount { root: mount_root, dev, protected, .. } = unsafe { mount.read_volatile() };
     if protected != 0 && unsafe { walk.class.read_volatile() } == 0 {
-        let found = dir_class(dev, links.inode, &o);
+        let found = dir_class(dev, links.inode, o);
         if found != 0 {
             unsafe { walk.class.write_volatile(found) };
         }

@@ -36,13 +36,13 @@ const EXIT_GROUP_DEAD: usize = 32;
 #[tracepoint]
 pub fn exec(_ctx: TracePointContext) -> u32 {
     let o = offsets();
-    let Some(record) = Record::<RawExec>::start(EventKind::Exec, &o) else { return 0 };
+    let Some(record) = Record::<RawExec>::start(EventKind::Exec, o) else { return 0 };
     let mm = Btf::current_task().ptr(o.task_mm);
     let arg_start = mm.u64(o.mm_arg_start);
     let total = mm.u64(o.mm_arg_end).saturating_sub(arg_start);
     let want = if total > ARGV_CAP as u64 { ARGV_CAP } else { total as usize };
     let argv_len = record.push_user_bytes(arg_start, want);
-    let exe = record.push_file_path(mm.u64(o.mm_exe_file), &o);
+    let exe = record.push_file_path(mm.u64(o.mm_exe_file), o);
     let fixed = record.fixed();
     fixed.argv_len = argv_len;
     fixed.argv_total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
@@ -57,7 +57,7 @@ pub fn exec(_ctx: TracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn exec_allowlist(ctx: RawTracePointContext) -> u32 {
     let o = offsets();
-    guard::exempt_if_allowlisted(ctx.arg(2), task::pid(Btf::current_task(), &o), &o);
+    guard::exempt_if_allowlisted(ctx.arg(2), task::pid(Btf::current_task(), o), o);
     0
 }
 
@@ -72,7 +72,7 @@ pub fn fork(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     guard::inherit_exemption(read_u32(ctx.arg(0), o.task_tgid), child_pid);
-    let Some(record) = Record::<RawFork>::start(EventKind::Fork, &o) else { return 0 };
+    let Some(record) = Record::<RawFork>::start(EventKind::Fork, o) else { return 0 };
     let fixed = record.fixed();
     fixed.child_pid = child_pid;
     fixed.child_start_ns = read_u64(child, o.task_start_boottime);
@@ -87,9 +87,9 @@ pub fn exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = offsets();
-    guard::forget_exemption(task::pid(Btf::current_task(), &o));
+    guard::forget_exemption(task::pid(Btf::current_task(), o));
     // Timed exactly: a kill's latency is measured to it.
-    let Some(record) = Record::<RawExit>::start_at(EventKind::Exit, clock::exact(), &o) else { return 0 };
+    let Some(record) = Record::<RawExit>::start_at(EventKind::Exit, clock::exact(), o) else { return 0 };
     record.fixed().exit_code = Btf::current_task().u32(o.task_exit_code);
     record.submit();
     0

@@ -13,7 +13,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::Btf,
-    maps::{count, SharedCount},
+    maps::{count, fixed_at_load, SharedCount},
 };
 
 /// Syscall arguments in `sys_enter_*` records start at 16, 8 bytes each
@@ -53,11 +53,10 @@ pub fn as_int(raw: u64) -> i64 {
 #[no_mangle]
 static SYSCALLS: SyscallNumbers = SyscallNumbers::UNSET;
 
-/// The numbers of the syscalls an exit probe tells apart. A volatile read, as
-/// for `OFFSETS`.
+/// The numbers of the syscalls an exit probe tells apart.
 #[inline(always)]
-pub fn numbers() -> SyscallNumbers {
-    unsafe { core::ptr::read_volatile(&raw const SYSCALLS) }
+pub fn numbers() -> &'static SyscallNumbers {
+    fixed_at_load(&SYSCALLS)
 }
 
 /// The registers the current task entered its syscall with. The kernel
