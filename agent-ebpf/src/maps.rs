@@ -41,9 +41,11 @@ pub fn offsets() -> &'static KernelOffsets {
 #[inline(always)]
 pub fn fixed_at_load<T>(global: &'static T) -> &'static T {
     let mut at: *const T = global;
-    // SAFETY: an empty asm; `at` comes out as it went in.
-    unsafe { core::arch::asm!("/* {0} */", inout(reg) at, options(pure, nomem, nostack, preserves_flags)) };
-    unsafe { &*at }
+    // SAFETY: the asm is empty, so `at` comes out as `global` went in.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(reg) at, options(pure, nomem, nostack, preserves_flags));
+        &*at
+    }
 }
 
 /// How a record is delivered to the agent.
