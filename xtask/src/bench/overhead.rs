@@ -61,14 +61,24 @@ const CHUNK: usize = 64 * 1024;
 const CHECKOUT_FILES: usize = 5_000;
 const TARGET_FILES: usize = 10_000;
 
-/// One workload: a name, its target ratio, and how to run it once in `dir`.
+/// One workload: a name, its target ratio, what it needs in `dir` before its
+/// first run, and how to run it once in `dir`.
 pub(super) struct Workload {
     pub(super) name: &'static str,
     target: f64,
+    setup: Option<fn(&Path) -> anyhow::Result<()>>,
     pub(super) run: fn(&Path) -> anyhow::Result<Duration>,
 }
 
 impl Workload {
+    /// Prepares `dir` for this workload's runs.
+    pub(super) fn set_up(&self, dir: &Path) -> anyhow::Result<()> {
+        match self.setup {
+            Some(setup) => setup(dir).with_context(|| format!("setting up {}", self.name)),
+            None => Ok(()),
+        }
+    }
+
     /// The name up to its colon: `unlink-heavy`, `write-heavy`, `mixed`...
     /// The two write-heavy workloads share theirs.
     fn key(&self) -> &'static str {
@@ -101,26 +111,31 @@ pub(super) const WORKLOADS: &[Workload] = &[
     Workload {
         name: "unlink-heavy: create, write 43 bytes to, and delete 200,000 files on tmpfs",
         target: 1.05,
+        setup: None,
         run: unlink_heavy,
     },
     Workload {
         name: "exec-heavy: 20,000 fork+exec of /bin/true",
         target: 1.05,
+        setup: None,
         run: exec_heavy,
     },
     Workload {
         name: "write-heavy: 1 GiB to a file on tmpfs (64 KiB writes)",
         target: 1.02,
+        setup: None,
         run: write_file,
     },
     Workload {
         name: "write-heavy: 1 GiB to a loop device (64 KiB writes)",
         target: 1.02,
+        setup: None,
         run: write_device,
     },
     Workload {
         name: "mixed: git checkout of 5,000 changed files and back, then cargo clean of 10,000",
         target: 1.05,
+        setup: Some(prepare_mixed),
         run: mixed_build,
     },
 ];
@@ -227,10 +242,10 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let fs = Tmpfs::new()?;
     let dir = fs.path();
     let policy = monitor_policy(&dir)?;
-    prepare_mixed(&dir)?;
     // Once untimed: the first run of a workload pays for cold caches and
     // fresh tmpfs pages, which would land on whichever state went first.
     for w in &workloads {
+        w.set_up(&dir)?;
         (w.run)(&dir).with_context(|| w.name)?;
     }
     // samples[workload][state]; events the agent lost, per state, over all rounds.
@@ -440,7 +455,7 @@ fn write_device(dir: &Path) -> anyhow::Result<Duration> {
 
 /// A git repository whose branches `a` and `b` differ in every one of
 /// `CHECKOUT_FILES` files on each side, and a Cargo project to clean.
-pub(super) fn prepare_mixed(dir: &Path) -> anyhow::Result<()> {
+fn prepare_mixed(dir: &Path) -> anyhow::Result<()> {
     let repo = dir.join("repo");
     std::fs::create_dir(&repo)?;
     let git = |args: &[&str]| -> anyhow::Result<()> {

@@ -20,10 +20,7 @@ use aya::{
 };
 
 use super::{
-    agent::QuietAgent,
-    balanced_rounds, machine, median, monitor_policy,
-    overhead::{prepare_mixed, WORKLOADS},
-    rotation, Tmpfs,
+    agent::QuietAgent, balanced_rounds, machine, median, monitor_policy, overhead::WORKLOADS, rotation, Tmpfs,
 };
 
 /// At least seven (the machines are noisy enough that three rounds moved a
@@ -74,7 +71,9 @@ pub fn run(agent_bin: &Path, results: &Path) -> anyhow::Result<String> {
     let fs = Tmpfs::new()?;
     let dir = fs.path();
     let policy = monitor_policy(&dir)?;
-    prepare_mixed(&dir)?;
+    for w in WORKLOADS {
+        w.set_up(&dir)?;
+    }
     let _stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
     // millis[build][workload]: probe CPU per run; programs: the last round's
     // breakdown.
