@@ -2,7 +2,12 @@
 
 use crate::{assert_record_layout, path::RawPath, EventHeader, TaskInfo};
 
-/// Which syscall removed the entry, as recorded in [`RawDeletion::op`].
+/// `IORING_OP_RENAMEAT` from `<linux/io_uring.h>`: io_uring's `renameat2`.
+pub const IORING_OP_RENAMEAT: u8 = 35;
+/// `IORING_OP_UNLINKAT`: io_uring's `unlinkat`.
+pub const IORING_OP_UNLINKAT: u8 = 36;
+
+/// Which call removed the entry, as recorded in [`RawDeletion::op`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeleteOp {
@@ -11,6 +16,10 @@ pub enum DeleteOp {
     /// `unlinkat` with `AT_REMOVEDIR`.
     UnlinkatDir = 3,
     Rmdir = 4,
+    /// An io_uring `IORING_OP_UNLINKAT` request, recorded as it is submitted.
+    IoUringUnlinkat = 5,
+    /// The same with `AT_REMOVEDIR`.
+    IoUringUnlinkatDir = 6,
 }
 
 impl DeleteOp {
@@ -20,6 +29,8 @@ impl DeleteOp {
             2 => Self::Unlinkat,
             3 => Self::UnlinkatDir,
             4 => Self::Rmdir,
+            5 => Self::IoUringUnlinkat,
+            6 => Self::IoUringUnlinkatDir,
             _ => return None,
         })
     }
@@ -31,17 +42,26 @@ impl DeleteOp {
             Self::Unlinkat => "unlinkat",
             Self::UnlinkatDir => "unlinkat_dir",
             Self::Rmdir => "rmdir",
+            Self::IoUringUnlinkat => "io_uring_unlinkat",
+            Self::IoUringUnlinkatDir => "io_uring_unlinkat_dir",
         }
+    }
+
+    /// Whether an io_uring request did it: recorded when submitted, before
+    /// it ran, so its record has no result.
+    pub const fn is_io_uring(self) -> bool {
+        matches!(self, Self::IoUringUnlinkat | Self::IoUringUnlinkatDir)
     }
 }
 
-/// A removal, recorded at syscall exit. Data: `path`.
+/// A removal, recorded at syscall exit (an io_uring request: at submission).
+/// Data: `path`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawDeletion {
     pub header: EventHeader,
     pub task: TaskInfo,
-    /// The syscall's return value: 0 or `-errno`.
+    /// The syscall's return value: 0 or `-errno` (0 for an io_uring request).
     pub ret: i64,
     /// A [`DeleteOp`] as an integer.
     pub op: u32,
@@ -52,8 +72,45 @@ pub struct RawDeletion {
 }
 assert_record_layout!(RawDeletion, 120);
 
-/// A rename (`rename`, `renameat`, `renameat2`), recorded at syscall exit.
-/// Data: `from`, then `to`.
+/// Which call renamed, as recorded in [`RawRename::op`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameOp {
+    Rename = 1,
+    Renameat = 2,
+    Renameat2 = 3,
+    /// An io_uring `IORING_OP_RENAMEAT` request, recorded as it is submitted.
+    IoUringRenameat = 4,
+}
+
+impl RenameOp {
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Rename,
+            2 => Self::Renameat,
+            3 => Self::Renameat2,
+            4 => Self::IoUringRenameat,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rename => "rename",
+            Self::Renameat => "renameat",
+            Self::Renameat2 => "renameat2",
+            Self::IoUringRenameat => "io_uring_renameat",
+        }
+    }
+
+    /// As [`DeleteOp::is_io_uring`].
+    pub const fn is_io_uring(self) -> bool {
+        matches!(self, Self::IoUringRenameat)
+    }
+}
+
+/// A rename (`rename`, `renameat`, `renameat2`), recorded at syscall exit
+/// (an io_uring request: at submission). Data: `from`, then `to`.
 ///
 /// Whether `to` existed before cannot be seen from a tracepoint; the agent
 /// treats a rename onto a protected path as a possible overwrite.
@@ -62,10 +119,12 @@ assert_record_layout!(RawDeletion, 120);
 pub struct RawRename {
     pub header: EventHeader,
     pub task: TaskInfo,
+    /// As [`RawDeletion::ret`].
     pub ret: i64,
     /// `renameat2` flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, ...), else 0.
     pub flags: u32,
-    pub _pad: u32,
+    /// A [`RenameOp`] as an integer.
+    pub op: u32,
     pub from: RawPath,
     pub to: RawPath,
 }

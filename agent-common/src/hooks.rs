@@ -11,6 +11,9 @@ pub enum Hook {
     Tracepoint(&'static str, &'static str),
     /// A raw tracepoint, by name.
     Raw(&'static str),
+    /// A raw tracepoint of io_uring's, by name: attached only on kernels
+    /// built with io_uring (its request structs in BTF).
+    IoUring(&'static str),
 }
 
 /// Every program and where it runs: the one registry of what Levee hooks.
@@ -47,6 +50,7 @@ pub const ATTACHMENTS: &[(&str, Hook)] = &[
     ("mount_exit", Hook::Syscall("sys_exit_umount")),
     ("mount_exit", Hook::Syscall("sys_exit_move_mount")),
     ("mount_exit", Hook::Syscall("sys_exit_pivot_root")),
+    ("io_uring_submit", Hook::IoUring("io_uring_submit_req")),
     ("exec", Hook::Tracepoint("sched", "sched_process_exec")),
     ("exec_allowlist", Hook::Raw("sched_process_exec")),
     ("fork", Hook::Raw("sched_process_fork")),

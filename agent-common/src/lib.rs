@@ -26,7 +26,7 @@ pub mod syscall;
 
 pub use counters::Counter;
 pub use event::{EventHeader, EventKind, TaskInfo, COMM_LEN};
-pub use offsets::KernelOffsets;
+pub use offsets::{IoUringOffsets, KernelOffsets};
 pub use syscall::SyscallNumbers;
 
 /// Implements `aya::Pod` (userspace only) for types the agent hands to the probes.

@@ -48,6 +48,8 @@ pub struct KernelOffsets {
     pub signal_pgid: u32,
     /// `signal_struct.pids[PIDTYPE_SID]`
     pub signal_sid: u32,
+    /// `signal_struct.flags`
+    pub signal_flags: u32,
     /// `pid.numbers[0].nr`: the number in the initial pid namespace
     pub pid_nr: u32,
     /// `mm_struct.arg_start`
@@ -125,6 +127,38 @@ pub struct KernelOffsets {
     /// Where in `struct pt_regs` the syscall arguments are, in order
     /// (`di`, `si`, `dx`, `r10`, `r8` on x86-64).
     pub syscall_args: [u32; crate::syscall::SYSCALL_ARGS],
+    /// io_uring's requests; all 0 on a kernel without io_uring, where the
+    /// agent attaches nothing that reads them.
+    pub io_uring: IoUringOffsets,
+}
+
+/// Where a submitted io_uring request keeps what the probes read, from the
+/// start of its `struct io_kiocb`. A request's arguments are in its command
+/// (`io_kiocb.cmd`), laid out per operation; `io_kiocb.cmd` is pre-added to
+/// the command fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoUringOffsets {
+    /// `io_kiocb.opcode` (a `u8`)
+    pub opcode: u32,
+    /// `io_unlink.dfd`
+    pub unlink_dfd: u32,
+    /// `io_unlink.flags`
+    pub unlink_flags: u32,
+    /// `io_unlink.filename`
+    pub unlink_filename: u32,
+    /// `io_rename.old_dfd`
+    pub rename_old_dfd: u32,
+    /// `io_rename.new_dfd`
+    pub rename_new_dfd: u32,
+    /// `io_rename.oldpath`
+    pub rename_old: u32,
+    /// `io_rename.newpath`
+    pub rename_new: u32,
+    /// `io_rename.flags`
+    pub rename_flags: u32,
+    /// `filename.name`: the kernel's copy of a path the request was given
+    pub filename_name: u32,
 }
 
 impl KernelOffsets {
@@ -133,4 +167,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 236);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 280);

@@ -6,9 +6,9 @@
 //! registers (see `syscall`) and report.
 
 use agent_common::{
-    fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, TruncateOp, SIZE_UNKNOWN},
+    fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, RenameOp, TruncateOp, SIZE_UNKNOWN},
     guard::GuardHook,
-    EventKind,
+    EventKind, KernelOffsets,
 };
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
@@ -19,7 +19,7 @@ use crate::{
     maps::offsets,
     path::AT_FDCWD,
     path_cache,
-    record::Record,
+    record::{Name, Record},
     syscall::{arg, as_int, nr, numbers, remember, ret, take, EntryRegs},
 };
 
@@ -49,12 +49,20 @@ pub fn deletion_exit(ctx: TracePointContext) -> u32 {
     } else {
         (DeleteOp::Unlink, AT_FDCWD, regs.arg(0, o))
     };
-    let Some(record) = Record::<RawDeletion>::start(EventKind::Deletion, o) else { return 0 };
-    let [op, dfd, name, ..] = record.args([op as u64, dfd as u64, name, 0, 0]);
-    let path = record.push_user_path(name, dfd as i64, o);
+    report_deletion(op, dfd, Name::user(name), ret(&ctx), o);
+    0
+}
+
+/// Records the removal of `name` (relative to `dfd`) by `op`, which
+/// returned `ret`, and counts it for the guard if it succeeded.
+#[inline(always)]
+pub fn report_deletion(op: DeleteOp, dfd: i64, name: Name, ret: i64, o: &KernelOffsets) {
+    let Some(record) = Record::<RawDeletion>::start(EventKind::Deletion, o) else { return };
+    let [op, dfd, at, ret, _] = record.args([op as u64, dfd as u64, name.at, ret as u64, 0]);
+    let path = record.push_path(Name { at, ..name }, dfd as i64, o);
     let class = record.class();
     let fixed = record.fixed();
-    fixed.ret = ret(&ctx);
+    fixed.ret = ret as i64;
     fixed.op = op as u32;
     fixed.class = class;
     fixed.path = path;
@@ -63,12 +71,11 @@ pub fn deletion_exit(ctx: TracePointContext) -> u32 {
     // Sent first: the guard's own records reuse the scratch buffer.
     record.submit();
     if succeeded {
-        if op == DeleteOp::Rmdir as u64 || op == DeleteOp::UnlinkatDir as u64 {
+        if [DeleteOp::Rmdir, DeleteOp::UnlinkatDir, DeleteOp::IoUringUnlinkatDir].map(|d| d as u64).contains(&op) {
             path_cache::directories_moved();
         }
         guard::count_deletion(&subject, class, time);
     }
-    0
 }
 
 /// At `sys_exit_rename`, `sys_exit_renameat` and `sys_exit_renameat2`.
@@ -77,27 +84,36 @@ pub fn rename_exit(ctx: TracePointContext) -> u32 {
     let o = offsets();
     let regs = EntryRegs::current();
     let (nr, n) = (nr(&ctx), numbers());
-    let (old_dfd, old, new_dfd, new, flags) = if nr == n.renameat || nr == n.renameat2 {
-        let flags = if nr == n.renameat2 { regs.arg(4, o) as u32 } else { 0 };
-        (as_int(regs.arg(0, o)), regs.arg(1, o), as_int(regs.arg(2, o)), regs.arg(3, o), flags)
+    let (op, old_dfd, old, new_dfd, new, flags) = if nr == n.renameat || nr == n.renameat2 {
+        let (op, flags) =
+            if nr == n.renameat2 { (RenameOp::Renameat2, regs.arg(4, o) as u32) } else { (RenameOp::Renameat, 0) };
+        (op, as_int(regs.arg(0, o)), regs.arg(1, o), as_int(regs.arg(2, o)), regs.arg(3, o), flags)
     } else {
-        (AT_FDCWD, regs.arg(0, o), AT_FDCWD, regs.arg(1, o), 0)
+        (RenameOp::Rename, AT_FDCWD, regs.arg(0, o), AT_FDCWD, regs.arg(1, o), 0)
     };
-    let Some(record) = Record::<RawRename>::start(EventKind::Rename, o) else { return 0 };
-    let [old_dfd, old, new_dfd, new, flags] = record.args([old_dfd as u64, old, new_dfd as u64, new, flags as u64]);
-    let from = record.push_user_path(old, old_dfd as i64, o);
-    let to = record.push_user_path(new, new_dfd as i64, o);
+    report_rename(op, [(old_dfd, Name::user(old)), (new_dfd, Name::user(new))], flags, ret(&ctx), o);
+    0
+}
+
+/// Records a rename by `op` of `from` to `to` (each a name and the `dfd` it
+/// is relative to), which returned `ret`.
+#[inline(always)]
+pub fn report_rename(op: RenameOp, [from, to]: [(i64, Name); 2], flags: u32, ret: i64, o: &KernelOffsets) {
+    let Some(record) = Record::<RawRename>::start(EventKind::Rename, o) else { return };
+    let [old_dfd, old, new_dfd, new, flags] =
+        record.args([from.0 as u64, from.1.at, to.0 as u64, to.1.at, flags as u64]);
+    let from = record.push_path(Name { at: old, ..from.1 }, old_dfd as i64, o);
+    let to = record.push_path(Name { at: new, ..to.1 }, new_dfd as i64, o);
     let fixed = record.fixed();
-    fixed.ret = ret(&ctx);
+    fixed.ret = ret;
     fixed.flags = flags as u32;
+    fixed.op = op as u32;
     fixed.from = from;
     fixed.to = to;
-    let renamed = fixed.ret == 0;
     record.submit();
-    if renamed {
+    if ret == 0 {
         path_cache::directories_moved();
     }
-    0
 }
 
 /// Only shrinking calls are kept: databases extend files with `ftruncate`
@@ -135,7 +151,7 @@ pub fn truncate_exit(ctx: TracePointContext) -> u32 {
     let (op, path) = if ftruncate {
         (TruncateOp::Ftruncate, record.push_file_path(fd_file(Btf::current_task(), fd, o), o))
     } else {
-        (TruncateOp::Truncate, record.push_user_path(name, fd, o))
+        (TruncateOp::Truncate, record.push_path(Name::user(name), fd, o))
     };
     let fixed = record.fixed();
     fixed.ret = ret(&ctx);

@@ -318,7 +318,14 @@ pub fn check_marked(hook: GuardHook) {
     if cfg.enforce == 0 || !any_marks() || (hook == GuardHook::Exec && cfg.kill_marked_on_exec == 0) {
         return;
     }
-    let task = Subject::current(offsets());
+    // Killed already: io_uring goes on submitting the rest of the call's
+    // batch after its kill, and a record each would flood the agent and
+    // keep the process from its exit, which cancels what is still queued.
+    let o = offsets();
+    if task::dying(Btf::current_task(), o) {
+        return;
+    }
+    let task = Subject::current(o);
     let session = session_of(&task, &cfg);
     let Some(mark) = (unsafe { MARKED.get(&session) }).copied() else { return };
     // A spared process is not killed: acting would only repeat a record at

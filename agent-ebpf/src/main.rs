@@ -1,8 +1,8 @@
 //! Levee's kernel probes. Built only by `cargo xtask build-ebpf` for
 //! `bpfel-unknown-none`; the agent embeds the resulting object.
 //!
-//! Only tracepoints (and one raw tracepoint) are used: they are what every
-//! kernel Levee supports offers, with no kprobes, fentry or BPF LSM needed.
+//! Only tracepoints and raw tracepoints are used: they are what every kernel
+//! Levee supports offers, with no kprobes, fentry or BPF LSM needed.
 //!
 //! Layout: `maps` (shared maps and globals), `clock` (record times),
 //! `kernel` and `task` (reading kernel memory), `files` (fd → file →
@@ -10,7 +10,8 @@
 //! walk), `record` (building a ring-buffer
 //! record), `syscall` (a syscall's arguments, read at exit from the
 //! registers it was entered with), `guard` (per-session limits and kills),
-//! then one module per probe family: `fs`, `open`, `block`, `process`.
+//! then one module per probe family: `fs`, `io_uring`, `open`, `block`,
+//! `process`.
 #![no_std]
 #![no_main]
 // For atomic adds (`maps::atomic_add`), as aya-ebpf itself uses.
@@ -21,6 +22,7 @@ mod clock;
 mod files;
 mod fs;
 mod guard;
+mod io_uring;
 mod kernel;
 mod maps;
 mod open;

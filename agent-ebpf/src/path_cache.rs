@@ -8,13 +8,15 @@
 //! dentry still has the same parent, name and inode, and since it was kept:
 //!
 //! - no directory was renamed or removed and no mount changed (`MOVES`,
-//!   bumped at the exits of those calls: a deletion made while one is still
-//!   in its call, whose effect may already show, can get the old path);
+//!   bumped at the exits of those calls, and when io_uring's renames and
+//!   directory removals are submitted: a deletion made while one is still
+//!   in its call or queued, whose effect may already show, can get the old
+//!   path);
 //! - the agent did not change the protected directories (whose class the
 //!   walk found, `GuardConfig::dirs_epoch`);
 //! - at most `KEEP_NS` passed, on the records' clock (see `clock`: a tick
 //!   early at most). What moves directories out of the probes' sight
-//!   (io_uring, 32-bit syscalls, the in-kernel NFS and SMB servers, a
+//!   (io_uring's queued requests, 32-bit syscalls, the in-kernel NFS and SMB servers, a
 //!   network or FUSE filesystem's server, unmounts the kernel makes itself)
 //!   therefore shows in records at most that and a tick late.
 //!
@@ -46,7 +48,8 @@ const KEPT_CAP: usize = NAME_CAP;
 const KEEP_NS: u64 = 10_000_000;
 const MASK: usize = DATA_CAP - 1;
 
-/// Bumped at the exit of every rename, directory removal and mount change.
+/// Bumped at the exit of every rename, directory removal and mount change
+/// (at submission for io_uring's).
 static MOVES: SharedCount = SharedCount::new();
 
 /// After a call that may have moved directories (a rename, a removed

@@ -16,7 +16,7 @@ use agent_common::{
     Counter, EventHeader, EventKind, KernelOffsets, TaskInfo,
 };
 use aya_ebpf::{
-    helpers::generated::{bpf_probe_read_user, bpf_probe_read_user_str},
+    helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
     macros::map,
     maps::PerCpuArray,
 };
@@ -128,10 +128,10 @@ impl<T: 'static> Record<T> {
         unsafe { self.end_ptr().write_volatile(end as u32) }
     }
 
-    /// Appends a path named by the user: `name` as passed, plus, when it is
+    /// Appends a path named by a call: `name` as given, plus, when it is
     /// relative, the directory behind `dfd` (or the cwd for `AT_FDCWD`).
     #[inline(always)]
-    pub fn push_user_path(&self, name: u64, dfd: i64, o: &KernelOffsets) -> RawPath {
+    pub fn push_path(&self, name: Name, dfd: i64, o: &KernelOffsets) -> RawPath {
         // Built from values at the end, never zeroed first: the compiler
         // zeroes with a byte-by-byte loop.
         let start = self.end();
@@ -139,7 +139,10 @@ impl<T: 'static> Record<T> {
             return path_of(0, 0, PATH_FLAG_NAME_UNREADABLE | PATH_FLAG_DIR_TRUNCATED);
         }
         let dst = unsafe { self.data().add(start & MASK) };
-        let read = unsafe { bpf_probe_read_user_str(dst.cast(), NAME_CAP as u32, name as *const _) };
+        let read = match name.space {
+            Space::User => unsafe { bpf_probe_read_user_str(dst.cast(), NAME_CAP as u32, name.at as *const _) },
+            Space::Kernel => unsafe { bpf_probe_read_kernel_str(dst.cast(), NAME_CAP as u32, name.at as *const _) },
+        };
         if read <= 0 {
             return path_of(0, 0, PATH_FLAG_NAME_UNREADABLE);
         }
@@ -248,6 +251,35 @@ impl<T: 'static> Record<T> {
         if EVENTS.output::<[u8]>(bytes, wakeup_flags(delivery)).is_err() {
             count(Counter::RingBufferFull);
         }
+    }
+}
+
+/// A path name a call was given, as a NUL-terminated string at `at`.
+#[derive(Clone, Copy)]
+pub struct Name {
+    pub at: u64,
+    pub space: Space,
+}
+
+/// Whose memory a [`Name`] is in.
+#[derive(Clone, Copy)]
+pub enum Space {
+    /// The caller's: a syscall's argument.
+    User,
+    /// The kernel's: its copy of the name, made before the probe runs
+    /// (io_uring requests), so the caller cannot change it under the probe.
+    Kernel,
+}
+
+impl Name {
+    #[inline(always)]
+    pub fn user(at: u64) -> Name {
+        Name { at, space: Space::User }
+    }
+
+    #[inline(always)]
+    pub fn kernel(at: u64) -> Name {
+        Name { at, space: Space::Kernel }
     }
 }
 

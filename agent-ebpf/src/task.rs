@@ -14,6 +14,8 @@ use crate::kernel::Btf;
 
 /// `PF_KTHREAD` from `<linux/sched.h>`.
 const PF_KTHREAD: u32 = 0x0020_0000;
+/// `SIGNAL_GROUP_EXIT` from `<linux/sched/signal.h>`.
+const SIGNAL_GROUP_EXIT: u32 = 0x0000_0004;
 
 /// The current `task_struct` pointer, as a number for [`crate::kernel::read_u64`].
 #[inline(always)]
@@ -82,6 +84,13 @@ pub fn audit_session(task: Btf, o: &KernelOffsets) -> u32 {
     } else {
         AUDIT_UNSET
     }
+}
+
+/// Whether `task`'s process is being killed: a fatal signal was sent to it
+/// (`SIGNAL_GROUP_EXIT`), and it dies when it returns to user mode.
+#[inline(always)]
+pub fn dying(task: Btf, o: &KernelOffsets) -> bool {
+    task.ptr(o.task_signal).u32(o.signal_flags) & SIGNAL_GROUP_EXIT != 0
 }
 
 /// The POSIX session of `task`.

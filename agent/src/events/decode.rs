@@ -8,7 +8,7 @@ use std::mem::size_of;
 use agent_common::{
     block::{split_dev, RawBlockOpen, RawBlockWrite},
     event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
-    fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, TruncateOp, SIZE_UNKNOWN},
+    fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, RenameOp, TruncateOp, SIZE_UNKNOWN},
     guard::{GuardHook, GuardReason, RawGuard, SessionKind},
     path::RawPath,
     process::{RawExec, RawExit, RawFork},
@@ -50,18 +50,23 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
                     path,
                     path_complete,
                     kernel_class: raw.class,
-                    outcome: Outcome::from_ret(raw.ret),
+                    outcome: Outcome::of(raw.ret, op.is_io_uring()),
                 },
             )
         }
         EventKind::Rename => {
             let (raw, mut data) = split::<RawRename>(record)?;
+            let op = RenameOp::from_u32(raw.op).ok_or(DecodeError::UnknownOp {
+                what: "rename",
+                op: raw.op,
+            })?;
             let (from, from_complete) = data.path(&raw.from)?;
             let (to, to_complete) = data.path(&raw.to)?;
-            let outcome = Outcome::from_ret(raw.ret);
+            let outcome = Outcome::of(raw.ret, op.is_io_uring());
             (
                 raw.task,
                 EventBody::Rename {
+                    op,
                     from,
                     from_complete,
                     to,
@@ -380,7 +385,7 @@ mod tests {
             task: task_info(),
             ret: 0,
             flags: 0,
-            _pad: 0,
+            op: RenameOp::IoUringRenameat as u32,
             from: RawPath {
                 name_len: 3,
                 dir_len: 3,
@@ -396,6 +401,11 @@ mod tests {
         };
         let record = [bytes_of(&raw), from, to].concat();
         let event = decode(&record, &clock()).unwrap();
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (&json["op"], &json["result"]),
+            (&"io_uring_renameat".into(), &"submitted".into())
+        );
         let EventBody::Rename { from, to, .. } = event.body else {
             panic!()
         };
@@ -403,6 +413,26 @@ mod tests {
             (from.as_slice(), to.as_slice()),
             (&b"/d/old"[..], &b"/abs/new"[..])
         );
+    }
+
+    #[test]
+    fn an_io_uring_deletion_is_submitted_and_counts_for_scoring() {
+        let mut record = raw_deletion(b"/f", b"", 0);
+        let mut raw: RawDeletion = fixed(&record, "t").unwrap();
+        raw.op = DeleteOp::IoUringUnlinkatDir as u32;
+        record[..size_of::<RawDeletion>()].copy_from_slice(bytes_of(&raw));
+        let event = decode(&record, &clock()).unwrap();
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["op"], "io_uring_unlinkat_dir");
+        assert_eq!(
+            (&json["result"], &json["errno"]),
+            (&"submitted".into(), &serde_json::Value::Null)
+        );
+        let EventBody::Deletion { outcome, .. } = event.body else {
+            panic!()
+        };
+        assert!(outcome.may_have_happened());
+        assert!(!Outcome::Failed(Errno::ENOENT).may_have_happened());
     }
 
     #[test]

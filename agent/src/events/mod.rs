@@ -8,7 +8,7 @@ mod path;
 use std::time::SystemTime;
 
 use agent_common::{
-    fs::{DeleteOp, TruncateOp},
+    fs::{DeleteOp, RenameOp, TruncateOp},
     guard::{GuardHook, GuardReason},
 };
 use nix::errno::Errno;
@@ -50,6 +50,8 @@ pub enum EventBody {
     },
     /// A rename; `to` may have existed and been replaced.
     Rename {
+        #[serde(serialize_with = "serialize_rename_op")]
+        op: RenameOp,
         #[serde(serialize_with = "escape::serialize")]
         from: Vec<u8>,
         from_complete: bool,
@@ -205,11 +207,14 @@ impl Argv {
     }
 }
 
-/// A syscall's result.
+/// A call's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
     Failed(Errno),
+    /// An io_uring request, seen as it was submitted: it runs later, and its
+    /// result is not followed.
+    Submitted,
 }
 
 impl Outcome {
@@ -222,8 +227,20 @@ impl Outcome {
         }
     }
 
-    pub fn is_success(self) -> bool {
-        self == Outcome::Success
+    /// From a record's `ret`, which an io_uring request's record does not
+    /// have.
+    pub fn of(ret: i64, io_uring: bool) -> Self {
+        if io_uring {
+            Outcome::Submitted
+        } else {
+            Outcome::from_ret(ret)
+        }
+    }
+
+    /// Whether what was asked may have been done: scoring counts these, an
+    /// io_uring request's as much as a syscall's that returned success.
+    pub fn may_have_happened(self) -> bool {
+        !matches!(self, Outcome::Failed(_))
     }
 }
 
@@ -239,6 +256,10 @@ impl Serialize for Outcome {
             Outcome::Failed(errno) => {
                 map.serialize_entry("result", &format!("{errno:?}"))?;
                 map.serialize_entry("errno", &Some(*errno as i32))?;
+            }
+            Outcome::Submitted => {
+                map.serialize_entry("result", "submitted")?;
+                map.serialize_entry("errno", &None::<i32>)?;
             }
         }
         map.end()
@@ -288,6 +309,10 @@ fn serialize_debug_snake<S: Serializer, T: std::fmt::Debug>(value: &T, s: S) -> 
 }
 
 fn serialize_delete_op<S: Serializer>(op: &DeleteOp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(op.name())
+}
+
+fn serialize_rename_op<S: Serializer>(op: &RenameOp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(op.name())
 }
 

@@ -2,7 +2,7 @@
 
 use std::{fs::File, os::unix::fs::FileExt, path::Path};
 
-use agent_common::{syscall::SYSCALL_ARGS, KernelOffsets};
+use agent_common::{syscall::SYSCALL_ARGS, IoUringOffsets, KernelOffsets};
 use btfparse::{Offset, Readable, TypeInformation};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,15 +33,24 @@ impl Readable for BtfFile {
     }
 }
 
-/// Resolves every offset the probes need from the BTF file at `path`
-/// (normally `/sys/kernel/btf/vmlinux`).
-pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
-    let file = File::open(path).map_err(|source| BtfError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let types = TypeInformation::new(&BtfFile(file)).map_err(BtfError::Parse)?;
-    let field = |ty: &'static str, field: &'static str| -> Result<u32, BtfError> {
+/// The running kernel's types, parsed once.
+pub struct KernelBtf(TypeInformation);
+
+impl KernelBtf {
+    /// Parses the BTF file at `path` (normally `/sys/kernel/btf/vmlinux`).
+    pub fn open(path: &Path) -> Result<KernelBtf, BtfError> {
+        let file = File::open(path).map_err(|source| BtfError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        TypeInformation::new(&BtfFile(file))
+            .map(KernelBtf)
+            .map_err(BtfError::Parse)
+    }
+
+    /// The byte offset of `field` (a dotted path) in `struct ty`.
+    fn field(&self, ty: &'static str, field: &'static str) -> Result<u32, BtfError> {
+        let types = &self.0;
         let id = types.id_of(ty).ok_or(BtfError::NoType(ty))?;
         match types.offset_of(id, field) {
             Ok((_, Offset::ByteOffset(bytes))) => Ok(bytes),
@@ -52,82 +61,111 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
                 detail: format!("{e:?}"),
             }),
         }
-    };
-    // signal_struct.pids[] is indexed by `enum pid_type`; pid.numbers[0] is
-    // the initial namespace's number.
-    const PIDTYPE_PGID: u32 = 2;
-    const PIDTYPE_SID: u32 = 3;
-    let pids = field("signal_struct", "pids")?;
-    let pid_nr = field("pid", "numbers")? + field("upid", "nr")?;
-    let dentry_links = dentry_links(
-        field("dentry", "d_parent")?,
-        field("dentry", "d_name.name")?,
-        field("dentry", "d_inode")?,
-    )?;
-    Ok(KernelOffsets {
-        task_pid: field("task_struct", "pid")?,
-        task_tgid: field("task_struct", "tgid")?,
-        task_real_parent: field("task_struct", "real_parent")?,
-        task_group_leader: field("task_struct", "group_leader")?,
-        task_start_boottime: field("task_struct", "start_boottime")?,
-        task_flags: field("task_struct", "flags")?,
-        task_exit_code: field("task_struct", "exit_code")?,
-        task_fs: field("task_struct", "fs")?,
-        task_files: field("task_struct", "files")?,
-        task_mm: field("task_struct", "mm")?,
-        task_signal: field("task_struct", "signal")?,
-        task_comm: field("task_struct", "comm")?,
-        task_cred: field("task_struct", "cred")?,
-        task_cgroups: field("task_struct", "cgroups")?,
-        // Absent without CONFIG_AUDIT: 0 tells the probes there is no login session.
-        task_loginuid: field("task_struct", "loginuid").unwrap_or(0),
-        task_sessionid: field("task_struct", "sessionid").unwrap_or(0),
-        signal_pgid: pids + PIDTYPE_PGID * 8,
-        signal_sid: pids + PIDTYPE_SID * 8,
-        pid_nr,
-        mm_arg_start: field("mm_struct", "arg_start")?,
-        mm_arg_end: field("mm_struct", "arg_end")?,
-        mm_exe_file: field("mm_struct", "exe_file")?,
-        fs_root_mnt: field("fs_struct", "root.mnt")?,
-        fs_root_dentry: field("fs_struct", "root.dentry")?,
-        fs_pwd_mnt: field("fs_struct", "pwd.mnt")?,
-        fs_pwd_dentry: field("fs_struct", "pwd.dentry")?,
-        files_fdt: field("files_struct", "fdt")?,
-        fdt_max_fds: field("fdtable", "max_fds")?,
-        fdt_fd: field("fdtable", "fd")?,
-        file_path_mnt: field("file", "f_path.mnt")?,
-        file_path_dentry: field("file", "f_path.dentry")?,
-        file_inode: field("file", "f_inode")?,
-        file_pos: field("file", "f_pos")?,
-        file_mode: field("file", "f_mode")?,
-        inode_mode: field("inode", "i_mode")?,
-        inode_rdev: field("inode", "i_rdev")?,
-        inode_size: field("inode", "i_size")?,
-        dentry_sb: field("dentry", "d_sb")?,
-        inode_ino: field("inode", "i_ino")?,
-        inode_sb: field("inode", "i_sb")?,
-        bprm_file: field("linux_binprm", "file")?,
-        bprm_filename: field("linux_binprm", "filename")?,
-        bprm_executable: field("linux_binprm", "executable").unwrap_or(0),
-        cred_uid: field("cred", "uid.val")?,
-        cred_gid: field("cred", "gid.val")?,
-        css_set_dfl_cgrp: field("css_set", "dfl_cgrp")?,
-        cgroup_kn: field("cgroup", "kn")?,
-        kernfs_node_id: field("kernfs_node", "id")?,
-        sb_dev: field("super_block", "s_dev")?,
-        dentry_links,
-        vfsmount_root: field("vfsmount", "mnt_root")?,
-        mount_vfsmount: field("mount", "mnt")?,
-        mount_parent: field("mount", "mnt_parent")?,
-        mount_mountpoint: field("mount", "mnt_mountpoint")?,
-        syscall_args: {
-            let mut args = [0; SYSCALL_ARGS];
-            for (offset, register) in args.iter_mut().zip(SYSCALL_ARG_REGISTERS) {
-                *offset = field("pt_regs", register)?;
-            }
-            args
-        },
-    })
+    }
+
+    /// Every offset the probes need, but io_uring's (left 0; see
+    /// [`KernelBtf::io_uring_offsets`]).
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        let field = |ty, name| self.field(ty, name);
+        // signal_struct.pids[] is indexed by `enum pid_type`; pid.numbers[0] is
+        // the initial namespace's number.
+        const PIDTYPE_PGID: u32 = 2;
+        const PIDTYPE_SID: u32 = 3;
+        let pids = field("signal_struct", "pids")?;
+        let pid_nr = field("pid", "numbers")? + field("upid", "nr")?;
+        let dentry_links = dentry_links(
+            field("dentry", "d_parent")?,
+            field("dentry", "d_name.name")?,
+            field("dentry", "d_inode")?,
+        )?;
+        Ok(KernelOffsets {
+            task_pid: field("task_struct", "pid")?,
+            task_tgid: field("task_struct", "tgid")?,
+            task_real_parent: field("task_struct", "real_parent")?,
+            task_group_leader: field("task_struct", "group_leader")?,
+            task_start_boottime: field("task_struct", "start_boottime")?,
+            task_flags: field("task_struct", "flags")?,
+            task_exit_code: field("task_struct", "exit_code")?,
+            task_fs: field("task_struct", "fs")?,
+            task_files: field("task_struct", "files")?,
+            task_mm: field("task_struct", "mm")?,
+            task_signal: field("task_struct", "signal")?,
+            task_comm: field("task_struct", "comm")?,
+            task_cred: field("task_struct", "cred")?,
+            task_cgroups: field("task_struct", "cgroups")?,
+            // Absent without CONFIG_AUDIT: 0 tells the probes there is no login session.
+            task_loginuid: field("task_struct", "loginuid").unwrap_or(0),
+            task_sessionid: field("task_struct", "sessionid").unwrap_or(0),
+            signal_pgid: pids + PIDTYPE_PGID * 8,
+            signal_sid: pids + PIDTYPE_SID * 8,
+            signal_flags: field("signal_struct", "flags")?,
+            pid_nr,
+            mm_arg_start: field("mm_struct", "arg_start")?,
+            mm_arg_end: field("mm_struct", "arg_end")?,
+            mm_exe_file: field("mm_struct", "exe_file")?,
+            fs_root_mnt: field("fs_struct", "root.mnt")?,
+            fs_root_dentry: field("fs_struct", "root.dentry")?,
+            fs_pwd_mnt: field("fs_struct", "pwd.mnt")?,
+            fs_pwd_dentry: field("fs_struct", "pwd.dentry")?,
+            files_fdt: field("files_struct", "fdt")?,
+            fdt_max_fds: field("fdtable", "max_fds")?,
+            fdt_fd: field("fdtable", "fd")?,
+            file_path_mnt: field("file", "f_path.mnt")?,
+            file_path_dentry: field("file", "f_path.dentry")?,
+            file_inode: field("file", "f_inode")?,
+            file_pos: field("file", "f_pos")?,
+            file_mode: field("file", "f_mode")?,
+            inode_mode: field("inode", "i_mode")?,
+            inode_rdev: field("inode", "i_rdev")?,
+            inode_size: field("inode", "i_size")?,
+            dentry_sb: field("dentry", "d_sb")?,
+            inode_ino: field("inode", "i_ino")?,
+            inode_sb: field("inode", "i_sb")?,
+            bprm_file: field("linux_binprm", "file")?,
+            bprm_filename: field("linux_binprm", "filename")?,
+            bprm_executable: field("linux_binprm", "executable").unwrap_or(0),
+            cred_uid: field("cred", "uid.val")?,
+            cred_gid: field("cred", "gid.val")?,
+            css_set_dfl_cgrp: field("css_set", "dfl_cgrp")?,
+            cgroup_kn: field("cgroup", "kn")?,
+            kernfs_node_id: field("kernfs_node", "id")?,
+            sb_dev: field("super_block", "s_dev")?,
+            dentry_links,
+            vfsmount_root: field("vfsmount", "mnt_root")?,
+            mount_vfsmount: field("mount", "mnt")?,
+            mount_parent: field("mount", "mnt_parent")?,
+            mount_mountpoint: field("mount", "mnt_mountpoint")?,
+            syscall_args: {
+                let mut args = [0; SYSCALL_ARGS];
+                for (offset, register) in args.iter_mut().zip(SYSCALL_ARG_REGISTERS) {
+                    *offset = field("pt_regs", register)?;
+                }
+                args
+            },
+            io_uring: IoUringOffsets::default(),
+        })
+    }
+
+    /// Where a submitted io_uring request keeps what the probes read. An
+    /// error names what this kernel lacks: [`BtfError::NoType`] of
+    /// `io_kiocb` when it was built without io_uring.
+    pub fn io_uring_offsets(&self) -> Result<IoUringOffsets, BtfError> {
+        let cmd = self.field("io_kiocb", "cmd")?;
+        let unlink = |name| Ok::<_, BtfError>(cmd + self.field("io_unlink", name)?);
+        let rename = |name| Ok::<_, BtfError>(cmd + self.field("io_rename", name)?);
+        Ok(IoUringOffsets {
+            opcode: self.field("io_kiocb", "opcode")?,
+            unlink_dfd: unlink("dfd")?,
+            unlink_flags: unlink("flags")?,
+            unlink_filename: unlink("filename")?,
+            rename_old_dfd: rename("old_dfd")?,
+            rename_new_dfd: rename("new_dfd")?,
+            rename_old: rename("oldpath")?,
+            rename_new: rename("newpath")?,
+            rename_flags: rename("flags")?,
+            filename_name: self.field("filename", "name")?,
+        })
+    }
 }
 
 /// Where a dentry's parent, name and inode start: walks read them in one go,
@@ -155,7 +193,9 @@ mod tests {
     /// exists, and a few offsets have the values the kernel's own layout fixes.
     #[test]
     fn resolves_every_offset_from_the_running_kernel() {
-        let o = kernel_offsets(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
+        let o = KernelBtf::open(Path::new("/sys/kernel/btf/vmlinux"))
+            .and_then(|btf| btf.kernel_offsets())
+            .expect("kernel BTF");
         assert_ne!(o.task_tgid, 0);
         assert_ne!(o.mm_arg_start, 0);
         assert_eq!(o.task_tgid, o.task_pid + 4, "tgid follows pid in task_struct");
@@ -171,6 +211,19 @@ mod tests {
         assert_eq!(o.syscall_args, [112, 104, 96, 56, 72]);
     }
 
+    /// `struct io_unlink` and `struct io_rename` start with a file pointer,
+    /// then their directory fds; `struct filename` with the kernel's copy.
+    #[test]
+    fn resolves_io_urings_requests_from_the_running_kernel() {
+        let btf = KernelBtf::open(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
+        let u = btf.io_uring_offsets().expect("this kernel has io_uring");
+        assert_ne!(u.opcode, 0);
+        assert_eq!(u.unlink_flags, u.unlink_dfd + 4);
+        assert_eq!(u.rename_new_dfd, u.rename_old_dfd + 4);
+        assert_eq!(u.rename_new, u.rename_old + 8);
+        assert_eq!(u.filename_name, 0);
+    }
+
     #[test]
     fn a_dentry_layout_walks_cannot_read_in_one_go_is_a_clear_error() {
         assert_eq!(dentry_links(24, 40, 48).unwrap(), 24);
@@ -180,7 +233,9 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let err = kernel_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        let err = KernelBtf::open(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .expect("an error");
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 }

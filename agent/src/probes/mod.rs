@@ -21,7 +21,7 @@ use aya::{
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// The probe object, or empty when the agent was built without `cargo xtask`.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/levee-probes.o"));
@@ -147,7 +147,19 @@ impl Probes {
         if tracefs::ensure_mounted()? {
             info!(path = tracefs::TRACEFS, "mounted tracefs");
         }
-        let offsets = btf::kernel_offsets(&options.btf_path)?;
+        let btf = btf::KernelBtf::open(&options.btf_path)?;
+        let mut offsets = btf.kernel_offsets()?;
+        let io_uring = btf.io_uring_offsets();
+        match &io_uring {
+            Ok(found) => offsets.io_uring = *found,
+            Err(btf::BtfError::NoType("io_kiocb")) => {
+                info!("this kernel has no io_uring: nothing to watch there")
+            }
+            Err(error) => warn!(
+                %error,
+                "io_uring's deletions and renames will NOT be seen: this kernel lays out its requests as Levee does not know"
+            ),
+        }
         debug!(?offsets, "resolved kernel struct offsets from BTF");
         let wake_bytes = options.wakeup.wake_bytes(options.ring_buffer_bytes);
         let mut ebpf = EbpfLoader::new()
@@ -157,6 +169,9 @@ impl Probes {
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(PROBE_OBJECT)?;
         for &(program, hook) in ATTACHMENTS {
+            if matches!(hook, Hook::IoUring(_)) && io_uring.is_err() {
+                continue;
+            }
             let prog = ebpf
                 .program_mut(program)
                 .ok_or(ProbeError::MissingProgram(program))?;
@@ -227,7 +242,7 @@ fn attach(prog: &mut Program, hook: Hook) -> Result<(), ProgramError> {
     match hook {
         Hook::Syscall(name) => loaded::<TracePoint>(prog)?.attach("syscalls", name).map(drop),
         Hook::Tracepoint(category, name) => loaded::<TracePoint>(prog)?.attach(category, name).map(drop),
-        Hook::Raw(name) => loaded::<RawTracePoint>(prog)?.attach(name).map(drop),
+        Hook::Raw(name) | Hook::IoUring(name) => loaded::<RawTracePoint>(prog)?.attach(name).map(drop),
     }
 }
 

@@ -228,7 +228,7 @@ impl SessionState {
                 kernel_class,
                 outcome,
                 ..
-            } if outcome.is_success() => {
+            } if outcome.may_have_happened() => {
                 bucket.deletions += 1;
                 let class = if *kernel_class != 0 {
                     *kernel_class
@@ -241,7 +241,7 @@ impl SessionState {
                 }
                 sample(&mut self.samples, path);
             }
-            EventBody::Rename { to, outcome, .. } if outcome.is_success() => {
+            EventBody::Rename { to, outcome, .. } if outcome.may_have_happened() => {
                 let class = policy.class_of(to);
                 if class == 0 {
                     return false;
@@ -254,7 +254,7 @@ impl SessionState {
                 size_before,
                 outcome,
                 ..
-            } if outcome.is_success() => {
+            } if outcome.may_have_happened() => {
                 bucket.bytes += size_before.unwrap_or(0);
                 let class = policy.class_of(path);
                 bucket.protected[class as usize] += u64::from(class != 0);

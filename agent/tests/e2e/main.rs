@@ -7,4 +7,5 @@ mod attribution;
 mod collector;
 mod deletions;
 mod enforcement;
+mod io_uring;
 mod support;

@@ -90,7 +90,7 @@ impl EmptyPrograms {
             let attached = match hook {
                 Hook::Syscall(name) => on_tracepoint(tracefs, "syscalls", name),
                 Hook::Tracepoint(category, name) => on_tracepoint(tracefs, category, name),
-                Hook::Raw(name) => on_raw_tracepoint(name),
+                Hook::Raw(name) | Hook::IoUring(name) => on_raw_tracepoint(name),
             };
             let (prog, attachment) = attached.with_context(|| format!("an empty program at {hook:?}"))?;
             programs.push(prog);
