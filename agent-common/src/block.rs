@@ -19,10 +19,58 @@ pub struct RawBlockOpen {
 }
 assert_record_layout!(RawBlockOpen, 120);
 
+/// io_uring's writes, from `<linux/io_uring.h>`: `IORING_OP_WRITEV`,
+/// `IORING_OP_WRITE_FIXED`, `IORING_OP_WRITE` and `IORING_OP_WRITEV_FIXED`
+/// (the fixed ones write from registered buffers).
+pub const IORING_OP_WRITEV: u8 = 2;
+pub const IORING_OP_WRITE_FIXED: u8 = 5;
+pub const IORING_OP_WRITE: u8 = 23;
+pub const IORING_OP_WRITEV_FIXED: u8 = 61;
+
+/// Which call wrote, as recorded in [`RawBlockWrite::op`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockWriteOp {
+    Write = 1,
+    Pwrite64 = 2,
+    Writev = 3,
+    /// `pwritev` or `pwritev2`.
+    Pwritev = 4,
+    /// io_uring's `IORING_OP_WRITE` or `IORING_OP_WRITE_FIXED`.
+    IoUringWrite = 5,
+    /// io_uring's `IORING_OP_WRITEV` or `IORING_OP_WRITEV_FIXED`.
+    IoUringWritev = 6,
+}
+
+impl BlockWriteOp {
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Write,
+            2 => Self::Pwrite64,
+            3 => Self::Writev,
+            4 => Self::Pwritev,
+            5 => Self::IoUringWrite,
+            6 => Self::IoUringWritev,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::Pwrite64 => "pwrite64",
+            Self::Writev => "writev",
+            Self::Pwritev => "pwritev",
+            Self::IoUringWrite => "io_uring_write",
+            Self::IoUringWritev => "io_uring_writev",
+        }
+    }
+}
+
 /// A `write`, `pwrite64`, `writev`, `pwritev` or `pwritev2` on a block device,
 /// recorded at syscall entry, before the write runs: every write on the host
 /// would otherwise pay a second (exit) probe for the few that hit a device.
-/// No data area.
+/// An io_uring write is recorded as it is submitted. No data area.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawBlockWrite {
@@ -34,9 +82,15 @@ pub struct RawBlockWrite {
     pub bytes: u64,
     /// The device, as the kernel encodes `dev_t` (`major << 20 | minor`).
     pub dev: u32,
+    /// The file descriptor, or with `fd_registered` the index of an io_uring
+    /// ring's registered file.
     pub fd: u32,
+    /// A [`BlockWriteOp`] as an integer.
+    pub op: u32,
+    /// 1 when `fd` is a registered file's index (`IOSQE_FIXED_FILE`).
+    pub fd_registered: u32,
 }
-assert_record_layout!(RawBlockWrite, 112);
+assert_record_layout!(RawBlockWrite, 120);
 
 /// Kernel `dev_t` → (major, minor).
 pub const fn split_dev(dev: u32) -> (u32, u32) {

@@ -37,7 +37,7 @@ pub enum EventKind {
     Exit = 202,
     /// A block device opened for writing: [`crate::block::RawBlockOpen`].
     BlockOpen = 300,
-    /// A write syscall on a block device: [`crate::block::RawBlockWrite`].
+    /// A write on a block device (a syscall, or an io_uring request): [`crate::block::RawBlockWrite`].
     BlockWrite = 301,
     /// The in-kernel guard acted: [`crate::guard::RawGuard`].
     Guard = 500,

@@ -141,6 +141,24 @@ pub struct KernelOffsets {
 pub struct IoUringOffsets {
     /// `io_kiocb.opcode` (a `u8`)
     pub opcode: u32,
+    /// `io_kiocb.flags` (`REQ_F_*`, a `u64`)
+    pub flags: u32,
+    /// `io_kiocb.cqe.fd`: the file descriptor, or a registered file's index
+    pub fd: u32,
+    /// `io_kiocb.ctx`
+    pub ctx: u32,
+    /// `io_ring_ctx.file_table.data.nr`: how many files are registered
+    pub ctx_files_nr: u32,
+    /// `io_ring_ctx.file_table.data.nodes`: the registered files' nodes
+    pub ctx_files: u32,
+    /// `io_rsrc_node.file_ptr`: a registered file, flags in its low bits
+    pub rsrc_node_file: u32,
+    /// `io_rw.kiocb.ki_pos`: where a write starts (-1: the file position)
+    pub rw_pos: u32,
+    /// `io_rw.addr`: the buffer, or the iovec array of a vectored write
+    pub rw_addr: u32,
+    /// `io_rw.len`: bytes, or a vectored write's iovec count
+    pub rw_len: u32,
     /// `io_unlink.dfd`
     pub unlink_dfd: u32,
     /// `io_unlink.flags`
@@ -167,4 +185,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 280);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 316);

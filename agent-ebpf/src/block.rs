@@ -1,5 +1,6 @@
 //! Write syscalls on block devices: `write`, `pwrite64`, `writev`, `pwritev`,
-//! `pwritev2`.
+//! `pwritev2` (and the record and check io_uring's writes share, see
+//! `io_uring`).
 //!
 //! Each write's fd is checked at entry (fd → file → inode type): this sees a
 //! device fd however the process got it (opened, inherited, duplicated).
@@ -10,7 +11,10 @@
 //! known at exit, and an exit probe would cost every write on the host
 //! (sockets, pipes, logs) a second dispatch for the few that hit a device.
 
-use agent_common::{block::RawBlockWrite, EventKind};
+use agent_common::{
+    block::{BlockWriteOp, RawBlockWrite},
+    EventKind, KernelOffsets,
+};
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_probe_read_user, generated::bpf_loop},
@@ -29,7 +33,7 @@ use crate::{
 
 /// How many bytes a write asks for.
 #[derive(Clone, Copy)]
-enum Size {
+pub enum Size {
     /// `write` and `pwrite64`: the count argument.
     Count(u64),
     /// Vectored writes: an array of `count` iovecs in the caller's memory,
@@ -39,19 +43,20 @@ enum Size {
 
 #[tracepoint]
 pub fn write_enter(ctx: TracePointContext) -> u32 {
-    record_if_block_device(arg(&ctx, 0), Size::Count(arg(&ctx, 2)), None);
+    syscall_write(BlockWriteOp::Write, arg(&ctx, 0), Size::Count(arg(&ctx, 2)), None);
     0
 }
 
 #[tracepoint]
 pub fn pwrite64_enter(ctx: TracePointContext) -> u32 {
-    record_if_block_device(arg(&ctx, 0), Size::Count(arg(&ctx, 2)), Some(arg(&ctx, 3)));
+    syscall_write(BlockWriteOp::Pwrite64, arg(&ctx, 0), Size::Count(arg(&ctx, 2)), Some(arg(&ctx, 3)));
     0
 }
 
 #[tracepoint]
 pub fn writev_enter(ctx: TracePointContext) -> u32 {
-    record_if_block_device(arg(&ctx, 0), Size::Iovecs { at: arg(&ctx, 1), count: arg(&ctx, 2) }, None);
+    let size = Size::Iovecs { at: arg(&ctx, 1), count: arg(&ctx, 2) };
+    syscall_write(BlockWriteOp::Writev, arg(&ctx, 0), size, None);
     0
 }
 
@@ -60,14 +65,36 @@ pub fn writev_enter(ctx: TracePointContext) -> u32 {
 pub fn pwritev_enter(ctx: TracePointContext) -> u32 {
     let pos = arg(&ctx, 3);
     let size = Size::Iovecs { at: arg(&ctx, 1), count: arg(&ctx, 2) };
-    record_if_block_device(arg(&ctx, 0), size, (pos as i64 != -1).then_some(pos));
+    syscall_write(BlockWriteOp::Pwritev, arg(&ctx, 0), size, (pos as i64 != -1).then_some(pos));
     0
 }
 
 #[inline(always)]
-fn record_if_block_device(fd: u64, size: Size, pos: Option<u64>) {
+fn syscall_write(op: BlockWriteOp, fd: u64, size: Size, pos: Option<u64>) {
     let o = offsets();
     let file = fd_file(Btf::current_task(), fd as u32 as i64, o);
+    record_if_block_device(Write { op, file, fd: fd as u32, fd_registered: false, size, pos }, o);
+}
+
+/// A write about to happen.
+#[derive(Clone, Copy)]
+pub struct Write {
+    pub op: BlockWriteOp,
+    /// The `struct file` written to (0: none).
+    pub file: u64,
+    /// As the caller named the file (see `RawBlockWrite::fd`).
+    pub fd: u32,
+    pub fd_registered: bool,
+    pub size: Size,
+    /// Where it starts; `None`: the file position.
+    pub pos: Option<u64>,
+}
+
+/// Records `write` and stops it if it is a raw write to a block device the
+/// guard protects (see `guard::check_device_write`).
+#[inline(always)]
+pub fn record_if_block_device(write: Write, o: &KernelOffsets) {
+    let Write { op, file, fd, fd_registered, size, pos } = write;
     let Some(inode) = Inode::of(file, o) else { return };
     if inode.file_type(o) != S_IFBLK {
         return;
@@ -83,7 +110,9 @@ fn record_if_block_device(fd: u64, size: Size, pos: Option<u64>) {
         fixed.offset = offset;
         fixed.bytes = bytes;
         fixed.dev = dev;
-        fixed.fd = fd as u32;
+        fixed.fd = fd;
+        fixed.op = op as u32;
+        fixed.fd_registered = fd_registered as u32;
         // Sent first: the guard's own records reuse the scratch buffer.
         record.submit();
     }

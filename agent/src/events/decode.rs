@@ -6,7 +6,7 @@
 use std::mem::size_of;
 
 use agent_common::{
-    block::{split_dev, RawBlockOpen, RawBlockWrite},
+    block::{split_dev, BlockWriteOp, RawBlockOpen, RawBlockWrite},
     event::{AUDIT_UNSET, TASK_FLAG_EXEMPT, TASK_FLAG_KTHREAD},
     fs::{DeleteOp, RawDeletion, RawRename, RawTruncate, RenameOp, TruncateOp, SIZE_UNKNOWN},
     guard::{GuardHook, GuardReason, RawGuard, SessionKind},
@@ -180,13 +180,19 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
         }
         EventKind::BlockWrite => {
             let (raw, _) = split::<RawBlockWrite>(record)?;
+            let op = BlockWriteOp::from_u32(raw.op).ok_or(DecodeError::UnknownOp {
+                what: "block write",
+                op: raw.op,
+            })?;
             (
                 raw.task,
                 EventBody::BlockWrite {
+                    op,
                     device: device(raw.dev),
                     offset: raw.offset,
                     bytes: raw.bytes,
                     fd: raw.fd,
+                    fd_registered: raw.fd_registered != 0,
                 },
             )
         }
@@ -480,14 +486,21 @@ mod tests {
     #[test]
     fn block_write_device_numbers() {
         let raw = RawBlockWrite {
-            header: header(EventKind::BlockWrite, 112),
+            header: header(EventKind::BlockWrite, size_of::<RawBlockWrite>()),
             task: task_info(),
             offset: 8192,
             bytes: 4096,
             dev: (7 << 20) | 3,
             fd: 1,
+            op: BlockWriteOp::IoUringWritev as u32,
+            fd_registered: 1,
         };
         let event = decode(bytes_of(&raw), &clock()).unwrap();
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (&json["op"], &json["fd_registered"]),
+            (&"io_uring_writev".into(), &true.into())
+        );
         let EventBody::BlockWrite {
             device,
             bytes,

@@ -8,6 +8,7 @@ mod path;
 use std::time::SystemTime;
 
 use agent_common::{
+    block::BlockWriteOp,
     fs::{DeleteOp, RenameOp, TruncateOp},
     guard::{GuardHook, GuardReason},
 };
@@ -106,15 +107,19 @@ pub enum EventBody {
     },
     /// The in-kernel guard acted (see `agent_common::guard`).
     Guard(GuardAction),
-    /// A write syscall on a block device, seen as it starts (see
-    /// `agent_common::block::RawBlockWrite`).
+    /// A write on a block device, seen as it starts or, through io_uring,
+    /// as it is submitted (see `agent_common::block::RawBlockWrite`).
     BlockWrite {
+        #[serde(serialize_with = "serialize_block_write_op")]
+        op: BlockWriteOp,
         device: Device,
         /// Byte offset on the device where the write starts.
         offset: u64,
         /// Bytes the call asks to write.
         bytes: u64,
         fd: u32,
+        /// `fd` is the index of an io_uring ring's registered file.
+        fd_registered: bool,
     },
 }
 
@@ -309,6 +314,10 @@ fn serialize_debug_snake<S: Serializer, T: std::fmt::Debug>(value: &T, s: S) -> 
 }
 
 fn serialize_delete_op<S: Serializer>(op: &DeleteOp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(op.name())
+}
+
+fn serialize_block_write_op<S: Serializer>(op: &BlockWriteOp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(op.name())
 }
 

@@ -153,8 +153,19 @@ impl KernelBtf {
         let cmd = self.field("io_kiocb", "cmd")?;
         let unlink = |name| Ok::<_, BtfError>(cmd + self.field("io_unlink", name)?);
         let rename = |name| Ok::<_, BtfError>(cmd + self.field("io_rename", name)?);
+        let rw = |name| Ok::<_, BtfError>(cmd + self.field("io_rw", name)?);
+        let files = self.field("io_ring_ctx", "file_table")? + self.field("io_file_table", "data")?;
         Ok(IoUringOffsets {
             opcode: self.field("io_kiocb", "opcode")?,
+            flags: self.field("io_kiocb", "flags")?,
+            fd: self.field("io_kiocb", "cqe")? + self.field("io_cqe", "fd")?,
+            ctx: self.field("io_kiocb", "ctx")?,
+            ctx_files_nr: files + self.field("io_rsrc_data", "nr")?,
+            ctx_files: files + self.field("io_rsrc_data", "nodes")?,
+            rsrc_node_file: self.field("io_rsrc_node", "file_ptr")?,
+            rw_pos: rw("kiocb")? + self.field("kiocb", "ki_pos")?,
+            rw_addr: rw("addr")?,
+            rw_len: rw("len")?,
             unlink_dfd: unlink("dfd")?,
             unlink_flags: unlink("flags")?,
             unlink_filename: unlink("filename")?,
@@ -218,6 +229,9 @@ mod tests {
         let btf = KernelBtf::open(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
         let u = btf.io_uring_offsets().expect("this kernel has io_uring");
         assert_ne!(u.opcode, 0);
+        // `struct io_cqe { u64 user_data; s32 res; union { u32 flags; int fd; } }`.
+        assert_eq!(u.fd % 16, 12);
+        assert_eq!(u.rw_len, u.rw_addr + 8);
         assert_eq!(u.unlink_flags, u.unlink_dfd + 4);
         assert_eq!(u.rename_new_dfd, u.rename_old_dfd + 4);
         assert_eq!(u.rename_new, u.rename_old + 8);

@@ -1,6 +1,7 @@
 //! Destruction through io_uring, which never passes the syscalls the other
-//! probes hook: `examples/io_uring_rm.rs` deletes and renames with
-//! `IORING_OP_UNLINKAT` and `IORING_OP_RENAMEAT`.
+//! probes hook: `examples/io_uring_attack.rs` deletes, renames and wipes
+//! with `IORING_OP_UNLINKAT`, `IORING_OP_RENAMEAT`, `IORING_OP_WRITE` and
+//! `IORING_OP_WRITEV`.
 
 use std::{
     collections::BTreeSet,
@@ -10,21 +11,24 @@ use std::{
     process::Command,
 };
 
-use agent_common::fs::{IORING_OP_RENAMEAT, IORING_OP_UNLINKAT};
+use agent_common::{
+    block::{IORING_OP_WRITE, IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED},
+    fs::{IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
+};
 use serde_json::Value;
 
-use crate::support::{count_files, in_login_session, path_of, run, test_policy, Agent, Sandbox};
+use crate::support::{count_files, in_login_session, path_of, run, test_policy, Agent, LoopDevice, Sandbox};
 
 /// The example, built with the tests (`cargo test --all-targets`, as
 /// `cargo xtask test` runs them).
-fn io_uring_rm() -> PathBuf {
+fn io_uring_attack() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
     let examples = exe
         .parent()
         .and_then(Path::parent)
         .expect("target dir")
         .join("examples");
-    let path = examples.join("io_uring_rm");
+    let path = examples.join("io_uring_attack");
     assert!(
         path.exists(),
         "{} is missing: build the examples with the tests (`cargo test --all-targets`)",
@@ -35,8 +39,13 @@ fn io_uring_rm() -> PathBuf {
 
 #[test]
 fn the_probes_opcodes_are_the_kernels() {
-    assert_eq!(IORING_OP_UNLINKAT, ::io_uring::opcode::UnlinkAt::CODE);
-    assert_eq!(IORING_OP_RENAMEAT, ::io_uring::opcode::RenameAt::CODE);
+    use ::io_uring::opcode;
+    assert_eq!(IORING_OP_UNLINKAT, opcode::UnlinkAt::CODE);
+    assert_eq!(IORING_OP_RENAMEAT, opcode::RenameAt::CODE);
+    assert_eq!(IORING_OP_WRITE, opcode::Write::CODE);
+    assert_eq!(IORING_OP_WRITE_FIXED, opcode::WriteFixed::CODE);
+    assert_eq!(IORING_OP_WRITEV, opcode::Writev::CODE);
+    assert_eq!(IORING_OP_WRITEV_FIXED, opcode::WritevFixed::CODE);
 }
 
 /// Each request is seen once, with its whole path (a newline and invalid
@@ -57,12 +66,8 @@ fn io_uring_deletions_and_renames_are_recorded_with_their_paths() {
     }
     let agent = Agent::start(&sandbox);
 
-    let mut remove = Command::new(io_uring_rm());
-    remove.arg(&doomed);
-    let remover = run(&mut remove);
-    let mut rename = Command::new(io_uring_rm());
-    rename.arg("--into").arg(&kept).arg(&moved);
-    let renamer = run(&mut rename);
+    let remover = run(Command::new(io_uring_attack()).arg("rm").arg(&doomed));
+    let renamer = run(Command::new(io_uring_attack()).arg("mv").arg(&moved).arg(&kept));
 
     assert_eq!(
         count_files(&doomed) + count_files(&moved),
@@ -141,7 +146,7 @@ fn io_uring_mass_deletion_of_a_protected_class_is_killed_near_the_limit() {
     }
     let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
 
-    let attack = format!("exec {} backups", io_uring_rm().display());
+    let attack = format!("exec {} rm backups", io_uring_attack().display());
     let (status, session) = in_login_session(sandbox.path(), &attack);
 
     assert_eq!(
@@ -175,6 +180,90 @@ fn io_uring_mass_deletion_of_a_protected_class_is_killed_near_the_limit() {
     assert_eq!(
         (&guard["reason"], &guard["killed"]),
         (&"limit_crossed".into(), &true.into())
+    );
+    agent.stop();
+}
+
+/// Writes to a block device are seen whichever way io_uring names the
+/// file: a descriptor, or a registered file's index.
+#[test]
+fn io_uring_writes_to_a_block_device_are_recorded() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 8);
+    let rdev = nix::sys::stat::stat(&disk.device).expect("stat device").st_rdev;
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let agent = Agent::start(&sandbox);
+
+    let runs = [
+        (&[][..], "io_uring_write", false),
+        (&["--vectored"][..], "io_uring_writev", false),
+        (&["--registered"][..], "io_uring_write", true),
+        (&["--registered", "--vectored"][..], "io_uring_writev", true),
+    ];
+    for (flags, op, registered) in runs {
+        let pid = run(Command::new(io_uring_attack())
+            .arg("wipe")
+            .args(flags)
+            .arg(&disk.device));
+        let writes = agent.collect(
+            |e| e["type"] == "block_write" && e["device"]["major"] == major && e["device"]["minor"] == minor,
+            |seen| seen.len() >= 16,
+        );
+        let offsets: Vec<u64> = writes.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+        assert_eq!(
+            offsets,
+            (0..16).map(|i| i * 65536).collect::<Vec<u64>>(),
+            "{flags:?}: {writes:#?}"
+        );
+        for e in &writes {
+            assert_eq!(
+                (&e["op"], &e["bytes"], &e["fd_registered"]),
+                (&op.into(), &65536.into(), &registered.into()),
+                "{e}"
+            );
+            assert_eq!(e["process"]["pid"], pid, "{e}");
+            assert_eq!(e["device"]["name"], disk.name(), "{e}");
+        }
+    }
+    agent.stop();
+}
+
+/// A protected device (it holds a filesystem) is guarded against io_uring
+/// as against `write`: the writer dies at its first request, and a buffered
+/// write with SIGKILL pending copies nothing, in its own thread or in an
+/// io_uring worker.
+#[test]
+fn io_uring_wipe_of_a_device_holding_a_filesystem_is_killed_before_it_writes() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 32);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk.device));
+    let superblock = || std::fs::read(&disk.device).expect("read device")[..64 * 1024].to_vec();
+    let before = superblock();
+    // The ext4 magic, 0xEF53, at 1024 + 56.
+    assert_eq!(before[1080..1082], [0x53, 0xef]);
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", 100, &[]));
+
+    let attack = format!(
+        "exec {} wipe --registered {}",
+        io_uring_attack().display(),
+        disk.device.display()
+    );
+    let (status, session) = in_login_session(sandbox.path(), &attack);
+
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the wiper must die: {status:?}"
+    );
+    assert!(superblock() == before, "the first 64 KiB of the device changed");
+    let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
+    let guard = &alerts
+        .iter()
+        .find(|a| !a["guard"].is_null())
+        .expect("an alert with the guard's decision")["guard"];
+    assert_eq!(
+        (&guard["reason"], &guard["device"]["name"]),
+        (&"protected_device".into(), &disk.name().into())
     );
     agent.stop();
 }

@@ -1,0 +1,145 @@
+//! Destroys through io_uring, as someone avoiding the syscalls an agent
+//! hooks would; the end-to-end tests run it as the attack.
+//!
+//! - `io_uring_attack rm DIR` removes every entry of `DIR`
+//!   (`IORING_OP_UNLINKAT`, relative to a descriptor of `DIR`), then `DIR`
+//!   itself (`AT_REMOVEDIR`).
+//! - `io_uring_attack mv DIR TARGET` renames every entry of `DIR` into
+//!   `TARGET` (`IORING_OP_RENAMEAT`).
+//! - `io_uring_attack wipe [--registered] [--vectored] DEVICE` writes
+//!   [`WIPE_WRITES`] blocks of zeros from the start of `DEVICE`
+//!   (`IORING_OP_WRITE`, or `IORING_OP_WRITEV`), through a registered file
+//!   (`IOSQE_FIXED_FILE`) if asked.
+//!
+//! Requests go in batches of [`BATCH`] per `io_uring_enter`. Exits 1 if any
+//! request failed.
+
+use std::{
+    ffi::CString,
+    fs::{File, OpenOptions},
+    os::{fd::AsRawFd, unix::ffi::OsStrExt},
+    path::Path,
+};
+
+use anyhow::{bail, Context};
+use io_uring::{opcode, squeue, types, IoUring};
+
+/// Requests submitted per `io_uring_enter`.
+const BATCH: usize = 64;
+/// Blocks a wipe writes, and their size.
+const WIPE_WRITES: usize = 16;
+const WIPE_BLOCK: usize = 64 * 1024;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (failed, total) = match args.as_slice() {
+        ["rm", dir] => remove(Path::new(dir))?,
+        ["mv", dir, target] => rename(Path::new(dir), Path::new(target))?,
+        ["wipe", flags @ .., device] => {
+            let registered = flags.contains(&"--registered");
+            wipe(Path::new(device), registered, flags.contains(&"--vectored"))?
+        }
+        _ => bail!("usage: io_uring_attack rm DIR | mv DIR TARGET | wipe [--registered] [--vectored] DEVICE"),
+    };
+    if failed > 0 {
+        eprintln!("io_uring_attack: {failed} of {total} requests failed");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The names in `dir`.
+fn entries(dir: &Path) -> anyhow::Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        names.push(CString::new(entry?.file_name().as_bytes())?);
+    }
+    Ok(names)
+}
+
+fn open(path: &Path) -> anyhow::Result<File> {
+    File::open(path).with_context(|| format!("open {}", path.display()))
+}
+
+/// Returns how many requests failed, of how many.
+fn remove(dir: &Path) -> anyhow::Result<(usize, usize)> {
+    let names = entries(dir)?;
+    let dir_fd = open(dir)?;
+    let fd = types::Fd(dir_fd.as_raw_fd());
+    let mut requests: Vec<squeue::Entry> = names
+        .iter()
+        .map(|name| opcode::UnlinkAt::new(fd, name.as_ptr()).build())
+        .collect();
+    let whole = CString::new(dir.as_os_str().as_bytes())?;
+    requests.push(
+        opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), whole.as_ptr())
+            .flags(libc::AT_REMOVEDIR)
+            .build(),
+    );
+    Ok((run(&mut IoUring::new(BATCH as u32)?, &requests)?, requests.len()))
+}
+
+fn rename(dir: &Path, target: &Path) -> anyhow::Result<(usize, usize)> {
+    let names = entries(dir)?;
+    let (dir_fd, target_fd) = (open(dir)?, open(target)?);
+    let (from, to) = (types::Fd(dir_fd.as_raw_fd()), types::Fd(target_fd.as_raw_fd()));
+    let requests: Vec<squeue::Entry> = names
+        .iter()
+        .map(|name| opcode::RenameAt::new(from, name.as_ptr(), to, name.as_ptr()).build())
+        .collect();
+    Ok((run(&mut IoUring::new(BATCH as u32)?, &requests)?, requests.len()))
+}
+
+fn wipe(device: &Path, registered: bool, vectored: bool) -> anyhow::Result<(usize, usize)> {
+    let disk = OpenOptions::new()
+        .write(true)
+        .open(device)
+        .with_context(|| format!("open {}", device.display()))?;
+    let ring = &mut IoUring::new(BATCH as u32)?;
+    if registered {
+        ring.submitter().register_files(&[disk.as_raw_fd()])?;
+    }
+    let zeros = vec![0u8; WIPE_BLOCK];
+    let iovec = libc::iovec {
+        iov_base: zeros.as_ptr() as *mut _,
+        iov_len: zeros.len(),
+    };
+    let requests: Vec<squeue::Entry> = (0..WIPE_WRITES)
+        .map(|i| {
+            let offset = (i * WIPE_BLOCK) as u64;
+            // The file as an fd or as the ring's registered file 0: two types.
+            match (registered, vectored) {
+                (true, true) => opcode::Writev::new(types::Fixed(0), &iovec, 1)
+                    .offset(offset)
+                    .build(),
+                (true, false) => opcode::Write::new(types::Fixed(0), zeros.as_ptr(), zeros.len() as u32)
+                    .offset(offset)
+                    .build(),
+                (false, true) => opcode::Writev::new(types::Fd(disk.as_raw_fd()), &iovec, 1)
+                    .offset(offset)
+                    .build(),
+                (false, false) => {
+                    opcode::Write::new(types::Fd(disk.as_raw_fd()), zeros.as_ptr(), zeros.len() as u32)
+                        .offset(offset)
+                        .build()
+                }
+            }
+        })
+        .collect();
+    Ok((run(ring, &requests)?, requests.len()))
+}
+
+/// Submits `requests` in batches, waiting for each batch; returns how many failed.
+fn run(ring: &mut IoUring, requests: &[squeue::Entry]) -> anyhow::Result<usize> {
+    let mut failed = 0;
+    for batch in requests.chunks(BATCH) {
+        for request in batch {
+            // SAFETY: what the requests point to outlives the ring's use of it.
+            unsafe { ring.submission().push(request) }.context("submission queue full")?;
+        }
+        ring.submit_and_wait(batch.len())?;
+        failed += ring.completion().filter(|done| done.result() < 0).count();
+    }
+    Ok(failed)
+}
