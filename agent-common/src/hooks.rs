@@ -11,8 +11,9 @@ pub enum Hook {
     Tracepoint(&'static str, &'static str),
     /// A raw tracepoint, by name.
     Raw(&'static str),
-    /// A raw tracepoint of io_uring's, by name: attached only on kernels
-    /// built with io_uring (its request structs in BTF).
+    /// A raw tracepoint of io_uring's, by name: attached only when every
+    /// io_uring field the probes read resolves from the kernel's BTF (the
+    /// agent logs why not, see `KernelBtf::io_uring_offsets`).
     IoUring(&'static str),
 }
 

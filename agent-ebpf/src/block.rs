@@ -3,7 +3,8 @@
 //! `io_uring`).
 //!
 //! Each write's fd is checked at entry (fd → file → inode type): this sees a
-//! device fd however the process got it (opened, inherited, duplicated).
+//! device fd however the process got it (opened, inherited, duplicated; for
+//! io_uring's see there).
 //! Writes the kernel makes for a filesystem (journal, writeback) never pass
 //! through these syscalls, so they are never taken for a user's raw write.
 //!
@@ -65,8 +66,14 @@ pub fn writev_enter(ctx: TracePointContext) -> u32 {
 pub fn pwritev_enter(ctx: TracePointContext) -> u32 {
     let pos = arg(&ctx, 3);
     let size = Size::Iovecs { at: arg(&ctx, 1), count: arg(&ctx, 2) };
-    syscall_write(BlockWriteOp::Pwritev, arg(&ctx, 0), size, (pos as i64 != -1).then_some(pos));
+    syscall_write(BlockWriteOp::Pwritev, arg(&ctx, 0), size, position(pos));
     0
+}
+
+/// Where a write starts, given as `pos`: -1 means the file position.
+#[inline(always)]
+pub fn position(pos: u64) -> Option<u64> {
+    (pos as i64 != -1).then_some(pos)
 }
 
 #[inline(always)]

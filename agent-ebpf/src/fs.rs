@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// `AT_REMOVEDIR` from `<fcntl.h>`.
-const AT_REMOVEDIR: u64 = 0x200;
+pub const AT_REMOVEDIR: u64 = 0x200;
 
 /// At the entry of every call here but `ftruncate`: a marked session's
 /// process is killed (on FUSE and SMB mounts, before the call reaches the

@@ -298,7 +298,8 @@ pub fn count_deletion(task: &Subject, class: u32, boot_ns: u64) {
 }
 
 /// At the entry of a destructive syscall (the exit of a truncating open), an
-/// exec or a raw device write: a marked session's process is killed.
+/// exec, a raw device write or an io_uring submission that destroys: a
+/// marked session's process is killed.
 ///
 /// A tracepoint cannot refuse a call; SIGKILL lands as the call returns, and
 /// what it stops before then depends on the call. A buffered write stops
@@ -318,11 +319,8 @@ pub fn check_marked(hook: GuardHook) {
     if cfg.enforce == 0 || !any_marks() || (hook == GuardHook::Exec && cfg.kill_marked_on_exec == 0) {
         return;
     }
-    // Killed already: io_uring goes on submitting the rest of the call's
-    // batch after its kill, and a record each would flood the agent and
-    // keep the process from its exit, which cancels what is still queued.
     let o = offsets();
-    if task::dying(Btf::current_task(), o) {
+    if dying(o) {
         return;
     }
     let task = Subject::current(o);
@@ -361,12 +359,24 @@ pub fn check_device_write(dev: u32) {
     if cfg.protect_devices == 0 || unsafe { PROTECTED_DEVICES.get(&dev) }.is_none() {
         return check_marked(GuardHook::DeviceWrite);
     }
-    let task = Subject::current(offsets());
+    let o = offsets();
+    if dying(o) {
+        return;
+    }
+    let task = Subject::current(o);
     if exempt(&task, &cfg) {
         return;
     }
     let session = session_of(&task, &cfg);
     act(&task, &cfg, session, GuardReason::ProtectedDevice, GuardHook::DeviceWrite, 0, 0, 0, dev);
+}
+
+/// Whether the current process was killed already. io_uring goes on taking
+/// the rest of a call's batch after the kill: acting again at each request
+/// would only flood the agent with the same decision.
+#[inline(always)]
+fn dying(o: &KernelOffsets) -> bool {
+    task::dying(Btf::current_task(), o)
 }
 
 /// Marks the session, kills the current process in enforce mode, and tells

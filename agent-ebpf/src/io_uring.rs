@@ -5,6 +5,13 @@
 //! stopped there, from the kernel's copy of their arguments (made before
 //! this probe runs, so the caller cannot change it under the probe).
 //!
+//! The file a request names (its fd, registered file or directory fd) is
+//! looked up here, at submission; the kernel looks it up again when the
+//! request runs. A request linked after one that opens or replaces that
+//! file in the same batch is therefore judged by what the fd or slot held
+//! before: a write to a device opened that way is not seen, and a deletion
+//! relative to a directory opened that way has only its name.
+//!
 //! A submission is not yet the deed: the request runs later, and may fail.
 //! The guard counts it all the same, as the last moment it has. Its kill
 //! does not stop the rest of the batch the same `io_uring_enter` hands over:
@@ -20,9 +27,9 @@ use agent_common::{
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
-    block::{record_if_block_device, Size, Write},
+    block::{position, record_if_block_device, Size, Write},
     files::fd_file,
-    fs::{report_deletion, report_rename},
+    fs::{report_deletion, report_rename, AT_REMOVEDIR},
     guard,
     kernel::{read_u32, read_u64, Btf},
     maps::offsets,
@@ -30,8 +37,6 @@ use crate::{
     syscall::as_int,
 };
 
-/// `AT_REMOVEDIR` from `<fcntl.h>`.
-const AT_REMOVEDIR: u32 = 0x200;
 /// `REQ_F_FIXED_FILE` from `io_uring_types.h`: `IOSQE_FIXED_FILE`, the
 /// request names a registered file by its index.
 const REQ_F_FIXED_FILE: u64 = 1;
@@ -49,13 +54,13 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
     // `opcode` is a u8: the three bytes above it belong to the next fields.
     let opcode = (read_u32(req, u.opcode) & 0xff) as u8;
     match opcode {
-        IORING_OP_UNLINKAT | IORING_OP_RENAMEAT => {
+        IORING_OP_UNLINKAT => {
             guard::check_marked(GuardHook::DestructiveCall);
-            if opcode == IORING_OP_UNLINKAT {
-                unlinkat(req, u, o);
-            } else {
-                renameat(req, u, o);
-            }
+            unlinkat(req, u, o);
+        }
+        IORING_OP_RENAMEAT => {
+            guard::check_marked(GuardHook::DestructiveCall);
+            renameat(req, u, o);
         }
         IORING_OP_WRITE | IORING_OP_WRITE_FIXED => write(req, BlockWriteOp::IoUringWrite, u, o),
         IORING_OP_WRITEV | IORING_OP_WRITEV_FIXED => write(req, BlockWriteOp::IoUringWritev, u, o),
@@ -73,8 +78,7 @@ fn write(req: u64, op: BlockWriteOp, u: &IoUringOffsets, o: &KernelOffsets) {
         if fd_registered { registered_file(req, fd, u) } else { fd_file(Btf::current_task(), as_int(fd as u64), o) };
     let (at, len) = (read_u64(req, u.rw_addr), read_u32(req, u.rw_len) as u64);
     let size = if op == BlockWriteOp::IoUringWritev { Size::Iovecs { at, count: len } } else { Size::Count(len) };
-    let pos = read_u64(req, u.rw_pos);
-    let pos = (pos as i64 != -1).then_some(pos);
+    let pos = position(read_u64(req, u.rw_pos));
     record_if_block_device(Write { op, file, fd, fd_registered, size, pos }, o);
 }
 
@@ -92,7 +96,7 @@ fn registered_file(req: u64, index: u32, u: &IoUringOffsets) -> u64 {
 
 #[inline(always)]
 fn unlinkat(req: u64, u: &IoUringOffsets, o: &KernelOffsets) {
-    let dir = read_u32(req, u.unlink_flags) & AT_REMOVEDIR != 0;
+    let dir = read_u32(req, u.unlink_flags) as u64 & AT_REMOVEDIR != 0;
     let op = if dir { DeleteOp::IoUringUnlinkatDir } else { DeleteOp::IoUringUnlinkat };
     let dfd = as_int(read_u32(req, u.unlink_dfd) as u64);
     report_deletion(op, dfd, path_name(read_u64(req, u.unlink_filename), u), 0, o);

@@ -6,10 +6,11 @@
 //!   itself (`AT_REMOVEDIR`).
 //! - `io_uring_attack mv DIR TARGET` renames every entry of `DIR` into
 //!   `TARGET` (`IORING_OP_RENAMEAT`).
-//! - `io_uring_attack wipe [--registered] [--vectored] DEVICE` writes
-//!   [`WIPE_WRITES`] blocks of zeros from the start of `DEVICE`
-//!   (`IORING_OP_WRITE`, or `IORING_OP_WRITEV`), through a registered file
-//!   (`IOSQE_FIXED_FILE`) if asked.
+//! - `io_uring_attack wipe [--registered] [--vectored | --fixed-buffer]
+//!   DEVICE` writes [`WIPE_WRITES`] blocks of zeros from the start of
+//!   `DEVICE` (`IORING_OP_WRITE`, `IORING_OP_WRITEV`, or
+//!   `IORING_OP_WRITE_FIXED` from a registered buffer), through a
+//!   registered file (`IOSQE_FIXED_FILE`) if asked.
 //!
 //! Requests go in batches of [`BATCH`] per `io_uring_enter`. Exits 1 if any
 //! request failed.
@@ -37,10 +38,15 @@ fn main() -> anyhow::Result<()> {
         ["rm", dir] => remove(Path::new(dir))?,
         ["mv", dir, target] => rename(Path::new(dir), Path::new(target))?,
         ["wipe", flags @ .., device] => {
-            let registered = flags.contains(&"--registered");
-            wipe(Path::new(device), registered, flags.contains(&"--vectored"))?
+            let how = match flags.iter().find(|f| **f != "--registered") {
+                None => Wipe::Write,
+                Some(&"--vectored") => Wipe::Writev,
+                Some(&"--fixed-buffer") => Wipe::WriteFixed,
+                Some(other) => bail!("wipe: unknown flag {other}"),
+            };
+            wipe(Path::new(device), flags.contains(&"--registered"), how)?
         }
-        _ => bail!("usage: io_uring_attack rm DIR | mv DIR TARGET | wipe [--registered] [--vectored] DEVICE"),
+        _ => bail!("usage: io_uring_attack rm DIR | mv DIR TARGET | wipe [--registered] [--vectored | --fixed-buffer] DEVICE"),
     };
     if failed > 0 {
         eprintln!("io_uring_attack: {failed} of {total} requests failed");
@@ -77,7 +83,7 @@ fn remove(dir: &Path) -> anyhow::Result<(usize, usize)> {
             .flags(libc::AT_REMOVEDIR)
             .build(),
     );
-    Ok((run(&mut IoUring::new(BATCH as u32)?, &requests)?, requests.len()))
+    Ok((run(&mut ring()?, &requests)?, requests.len()))
 }
 
 fn rename(dir: &Path, target: &Path) -> anyhow::Result<(usize, usize)> {
@@ -88,46 +94,71 @@ fn rename(dir: &Path, target: &Path) -> anyhow::Result<(usize, usize)> {
         .iter()
         .map(|name| opcode::RenameAt::new(from, name.as_ptr(), to, name.as_ptr()).build())
         .collect();
-    Ok((run(&mut IoUring::new(BATCH as u32)?, &requests)?, requests.len()))
+    Ok((run(&mut ring()?, &requests)?, requests.len()))
 }
 
-fn wipe(device: &Path, registered: bool, vectored: bool) -> anyhow::Result<(usize, usize)> {
+/// Which request a wipe writes with.
+#[derive(Clone, Copy)]
+enum Wipe {
+    Write,
+    Writev,
+    WriteFixed,
+}
+
+fn wipe(device: &Path, registered: bool, how: Wipe) -> anyhow::Result<(usize, usize)> {
     let disk = OpenOptions::new()
         .write(true)
         .open(device)
         .with_context(|| format!("open {}", device.display()))?;
-    let ring = &mut IoUring::new(BATCH as u32)?;
+    let ring = &mut ring()?;
     if registered {
-        ring.submitter().register_files(&[disk.as_raw_fd()])?;
+        ring.submitter()
+            .register_files(&[disk.as_raw_fd()])
+            .context("register the device")?;
     }
     let zeros = vec![0u8; WIPE_BLOCK];
     let iovec = libc::iovec {
         iov_base: zeros.as_ptr() as *mut _,
         iov_len: zeros.len(),
     };
+    if let Wipe::WriteFixed = how {
+        // SAFETY: `zeros` outlives the ring.
+        unsafe { ring.submitter().register_buffers(std::slice::from_ref(&iovec)) }
+            .context("register the buffer")?;
+    }
+    let len = zeros.len() as u32;
+    // The file as an fd or as the ring's registered file 0: two types.
+    macro_rules! request {
+        ($file:expr, $offset:expr) => {
+            match how {
+                Wipe::Write => opcode::Write::new($file, zeros.as_ptr(), len)
+                    .offset($offset)
+                    .build(),
+                Wipe::Writev => opcode::Writev::new($file, &iovec, 1)
+                    .offset($offset)
+                    .build(),
+                Wipe::WriteFixed => opcode::WriteFixed::new($file, zeros.as_ptr(), len, 0)
+                    .offset($offset)
+                    .build(),
+            }
+        };
+    }
     let requests: Vec<squeue::Entry> = (0..WIPE_WRITES)
         .map(|i| {
             let offset = (i * WIPE_BLOCK) as u64;
-            // The file as an fd or as the ring's registered file 0: two types.
-            match (registered, vectored) {
-                (true, true) => opcode::Writev::new(types::Fixed(0), &iovec, 1)
-                    .offset(offset)
-                    .build(),
-                (true, false) => opcode::Write::new(types::Fixed(0), zeros.as_ptr(), zeros.len() as u32)
-                    .offset(offset)
-                    .build(),
-                (false, true) => opcode::Writev::new(types::Fd(disk.as_raw_fd()), &iovec, 1)
-                    .offset(offset)
-                    .build(),
-                (false, false) => {
-                    opcode::Write::new(types::Fd(disk.as_raw_fd()), zeros.as_ptr(), zeros.len() as u32)
-                        .offset(offset)
-                        .build()
-                }
+            if registered {
+                request!(types::Fixed(0), offset)
+            } else {
+                request!(types::Fd(disk.as_raw_fd()), offset)
             }
         })
         .collect();
     Ok((run(ring, &requests)?, requests.len()))
+}
+
+fn ring() -> anyhow::Result<IoUring> {
+    IoUring::new(BATCH as u32)
+        .context("set up an io_uring (is it disabled, /proc/sys/kernel/io_uring_disabled?)")
 }
 
 /// Submits `requests` in batches, waiting for each batch; returns how many failed.
@@ -138,7 +169,7 @@ fn run(ring: &mut IoUring, requests: &[squeue::Entry]) -> anyhow::Result<usize> 
             // SAFETY: what the requests point to outlives the ring's use of it.
             unsafe { ring.submission().push(request) }.context("submission queue full")?;
         }
-        ring.submit_and_wait(batch.len())?;
+        ring.submit_and_wait(batch.len()).context("io_uring_enter")?;
         failed += ring.completion().filter(|done| done.result() < 0).count();
     }
     Ok(failed)

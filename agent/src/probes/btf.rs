@@ -225,12 +225,21 @@ mod tests {
     /// `struct io_unlink` and `struct io_rename` start with a file pointer,
     /// then their directory fds; `struct filename` with the kernel's copy.
     #[test]
-    fn resolves_io_urings_requests_from_the_running_kernel() {
+    fn resolves_io_uring_requests_from_the_running_kernel() {
         let btf = KernelBtf::open(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
         let u = btf.io_uring_offsets().expect("this kernel has io_uring");
         assert_ne!(u.opcode, 0);
         // `struct io_cqe { u64 user_data; s32 res; union { u32 flags; int fd; } }`.
-        assert_eq!(u.fd % 16, 12);
+        assert_eq!(u.fd, btf.field("io_kiocb", "cqe").unwrap() + 12);
+        assert_eq!(
+            u.ctx_files,
+            u.ctx_files_nr + 8,
+            "`struct io_rsrc_data {{ nr; nodes }}`"
+        );
+        assert_eq!(
+            u.rw_pos, 8,
+            "`struct io_rw` starts with its `kiocb`, whose `ki_pos` follows `ki_filp`"
+        );
         assert_eq!(u.rw_len, u.rw_addr + 8);
         assert_eq!(u.unlink_flags, u.unlink_dfd + 4);
         assert_eq!(u.rename_new_dfd, u.rename_old_dfd + 4);

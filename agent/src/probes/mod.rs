@@ -157,7 +157,7 @@ impl Probes {
             }
             Err(error) => warn!(
                 %error,
-                "io_uring's deletions and renames will NOT be seen: this kernel lays out its requests as Levee does not know"
+                "io_uring's deletions, renames and block-device writes will NOT be seen: this kernel lays out its requests as Levee does not know"
             ),
         }
         debug!(?offsets, "resolved kernel struct offsets from BTF");
