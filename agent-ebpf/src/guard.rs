@@ -368,6 +368,11 @@ pub fn check_device_write(dev: u32) {
         return;
     }
     let session = session_of(&task, &cfg);
+    // In monitor mode once per session, as for deletion limits: `dd` makes
+    // a write per block, and a record each would flood the agent.
+    if cfg.enforce == 0 && unsafe { MARKED.get(&session) }.is_some() {
+        return;
+    }
     act(&task, &cfg, session, GuardReason::ProtectedDevice, GuardHook::DeviceWrite, 0, 0, 0, dev);
 }
 

@@ -355,7 +355,7 @@ fn monitor_mode_alerts_on_the_same_attacks_and_kills_nothing() {
         assert!(!alerts.iter().any(|a| a["action"]["kind"] == "killed"));
     }
     // The guard acts once when rm crosses the limit, not again at each of
-    // the hundreds of deletions past it.
+    // the hundreds of deletions past it, and once for dd's 16 writes.
     guard_alerts.extend(
         agent
             .everything_until_now(&sandbox)
@@ -368,6 +368,12 @@ fn monitor_mode_alerts_on_the_same_attacks_and_kills_nothing() {
         .filter(|a| a["session"]["key"] == rm_key.as_str())
         .count();
     assert_eq!(rm_guard_alerts, 1, "{guard_alerts:#?}");
+    let dd_key = format!("login:{dd_session}");
+    let dd_guard_alerts = guard_alerts
+        .iter()
+        .filter(|a| a["session"]["key"] == dd_key.as_str())
+        .count();
+    assert_eq!(dd_guard_alerts, 1, "{guard_alerts:#?}");
     agent.stop();
 }
 
