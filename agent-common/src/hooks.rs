@@ -12,8 +12,9 @@ pub enum Hook {
     /// A raw tracepoint, by name.
     Raw(&'static str),
     /// A raw tracepoint of io_uring's, by name: attached only when every
-    /// io_uring field the probes read resolves from the kernel's BTF (the
-    /// agent logs why not, see `KernelBtf::io_uring_offsets`).
+    /// io_uring field the probes read resolves from the kernel's BTF (see
+    /// `KernelBtf::io_uring_offsets`) and the ones before it attached; the
+    /// agent runs on without them, and logs why.
     IoUring(&'static str),
 }
 
@@ -52,6 +53,7 @@ pub const ATTACHMENTS: &[(&str, Hook)] = &[
     ("mount_exit", Hook::Syscall("sys_exit_move_mount")),
     ("mount_exit", Hook::Syscall("sys_exit_pivot_root")),
     ("io_uring_submit", Hook::IoUring("io_uring_submit_req")),
+    ("io_uring_file_get", Hook::IoUring("io_uring_file_get")),
     ("exec", Hook::Tracepoint("sched", "sched_process_exec")),
     ("exec_allowlist", Hook::Raw("sched_process_exec")),
     ("fork", Hook::Raw("sched_process_fork")),

@@ -5,12 +5,14 @@
 //! stopped there, from the kernel's copy of their arguments (made before
 //! this probe runs, so the caller cannot change it under the probe).
 //!
-//! The file a request names (its fd, registered file or directory fd) is
-//! looked up here, at submission; the kernel looks it up again when the
-//! request runs. A request linked after one that opens or replaces that
-//! file in the same batch is therefore judged by what the fd or slot held
-//! before: a write to a device opened that way is not seen, and a deletion
-//! relative to a directory opened that way has only its name.
+//! The file a write names by a plain fd is looked up where the kernel looks
+//! it up, as the request runs (`io_uring_file_get`). A registered file, and
+//! the directory fd a deletion or rename is relative to, have no such
+//! tracepoint: they are looked up here, at submission, and the kernel looks
+//! again when the request runs. A request linked after one that fills that
+//! slot or fd in the same batch is judged by what it held before: a write
+//! to a device registered that way is not seen, and a deletion relative to
+//! a directory opened that way has only its name.
 //!
 //! A submission is not yet the deed: the request runs later, and may fail.
 //! The guard counts it all the same, as the last moment it has. Its kill
@@ -51,8 +53,7 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
     let req: u64 = ctx.arg(0);
     let o = offsets();
     let u = &o.io_uring;
-    // `opcode` is a u8: the three bytes above it belong to the next fields.
-    let opcode = (read_u32(req, u.opcode) & 0xff) as u8;
+    let opcode = opcode(req, u);
     match opcode {
         IORING_OP_UNLINKAT => {
             guard::check_marked(GuardHook::DestructiveCall);
@@ -62,20 +63,53 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
             guard::check_marked(GuardHook::DestructiveCall);
             renameat(req, u, o);
         }
-        IORING_OP_WRITE | IORING_OP_WRITE_FIXED => write(req, BlockWriteOp::IoUringWrite, u, o),
-        IORING_OP_WRITEV | IORING_OP_WRITEV_FIXED => write(req, BlockWriteOp::IoUringWritev, u, o),
-        _ => {}
+        _ => {
+            // A plain fd's write is checked where the kernel looks the fd up
+            // (`io_uring_file_get`); a registered file's only here.
+            let Some(op) = write_op(opcode) else { return 0 };
+            if read_u64(req, u.flags) & REQ_F_FIXED_FILE != 0 {
+                let index = read_u32(req, u.fd);
+                write(req, op, registered_file(req, index, u), true, o);
+            }
+        }
     }
     0
 }
 
-/// A write request: recorded and checked if its file is a block device.
+/// `io_uring_file_get(req, fd)` as a raw tracepoint: the kernel looks up a
+/// request's plain fd as the request runs, so this sees the file it will
+/// write, even one a request linked before it opened.
+#[raw_tracepoint(tracepoint = "io_uring_file_get")]
+pub fn io_uring_file_get(ctx: RawTracePointContext) -> u32 {
+    let req: u64 = ctx.arg(0);
+    let o = offsets();
+    let Some(op) = write_op(opcode(req, &o.io_uring)) else { return 0 };
+    let fd = as_int(ctx.arg::<u64>(1));
+    write(req, op, fd_file(Btf::current_task(), fd, o), false, o);
+    0
+}
+
 #[inline(always)]
-fn write(req: u64, op: BlockWriteOp, u: &IoUringOffsets, o: &KernelOffsets) {
+fn opcode(req: u64, u: &IoUringOffsets) -> u8 {
+    // A u8: the three bytes above it belong to the next fields.
+    (read_u32(req, u.opcode) & 0xff) as u8
+}
+
+/// How a write request is recorded; `None` for other requests.
+#[inline(always)]
+fn write_op(opcode: u8) -> Option<BlockWriteOp> {
+    match opcode {
+        IORING_OP_WRITE | IORING_OP_WRITE_FIXED => Some(BlockWriteOp::IoUringWrite),
+        IORING_OP_WRITEV | IORING_OP_WRITEV_FIXED => Some(BlockWriteOp::IoUringWritev),
+        _ => None,
+    }
+}
+
+/// A write request to `file`: recorded and checked if it is a block device.
+#[inline(always)]
+fn write(req: u64, op: BlockWriteOp, file: u64, fd_registered: bool, o: &KernelOffsets) {
+    let u = &o.io_uring;
     let fd = read_u32(req, u.fd);
-    let fd_registered = read_u64(req, u.flags) & REQ_F_FIXED_FILE != 0;
-    let file =
-        if fd_registered { registered_file(req, fd, u) } else { fd_file(Btf::current_task(), as_int(fd as u64), o) };
     let (at, len) = (read_u64(req, u.rw_addr), read_u32(req, u.rw_len) as u64);
     let size = if op == BlockWriteOp::IoUringWritev { Size::Iovecs { at, count: len } } else { Size::Count(len) };
     let pos = position(read_u64(req, u.rw_pos));

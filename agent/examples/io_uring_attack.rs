@@ -6,18 +6,20 @@
 //!   itself (`AT_REMOVEDIR`).
 //! - `io_uring_attack mv DIR TARGET` renames every entry of `DIR` into
 //!   `TARGET` (`IORING_OP_RENAMEAT`).
-//! - `io_uring_attack wipe [--registered] [--vectored | --fixed-buffer]
-//!   DEVICE` writes [`WIPE_WRITES`] blocks of zeros from the start of
-//!   `DEVICE` (`IORING_OP_WRITE`, `IORING_OP_WRITEV`, or
-//!   `IORING_OP_WRITE_FIXED` from a registered buffer), through a
-//!   registered file (`IOSQE_FIXED_FILE`) if asked.
+//! - `io_uring_attack wipe [--registered | --linked-open] [--vectored |
+//!   --fixed-buffer] DEVICE` writes [`WIPE_WRITES`] blocks of zeros from
+//!   the start of `DEVICE` (`IORING_OP_WRITE`, `IORING_OP_WRITEV`, or
+//!   `IORING_OP_WRITE_FIXED` from a registered buffer), to the device
+//!   opened first, registered with the ring (`IOSQE_FIXED_FILE`), or opened
+//!   by an `IORING_OP_OPENAT` the writes are linked after, in the same
+//!   batch, at the fd it will get.
 //!
 //! Requests go in batches of [`BATCH`] per `io_uring_enter`. Exits 1 if any
 //! request failed.
 
 use std::{
     ffi::CString,
-    fs::{File, OpenOptions},
+    fs::OpenOptions,
     os::{fd::AsRawFd, unix::ffi::OsStrExt},
     path::Path,
 };
@@ -38,15 +40,27 @@ fn main() -> anyhow::Result<()> {
         ["rm", dir] => remove(Path::new(dir))?,
         ["mv", dir, target] => rename(Path::new(dir), Path::new(target))?,
         ["wipe", flags @ .., device] => {
-            let how = match flags.iter().find(|f| **f != "--registered") {
+            let file = match (flags.contains(&"--registered"), flags.contains(&"--linked-open")) {
+                (false, false) => File::Opened,
+                (true, false) => File::Registered,
+                (false, true) => File::LinkedOpen,
+                (true, true) => bail!("wipe: --registered or --linked-open, not both"),
+            };
+            let how = match flags
+                .iter()
+                .find(|f| !["--registered", "--linked-open"].contains(f))
+            {
                 None => Wipe::Write,
                 Some(&"--vectored") => Wipe::Writev,
                 Some(&"--fixed-buffer") => Wipe::WriteFixed,
                 Some(other) => bail!("wipe: unknown flag {other}"),
             };
-            wipe(Path::new(device), flags.contains(&"--registered"), how)?
+            wipe(Path::new(device), file, how)?
         }
-        _ => bail!("usage: io_uring_attack rm DIR | mv DIR TARGET | wipe [--registered] [--vectored | --fixed-buffer] DEVICE"),
+        _ => bail!(
+            "usage: io_uring_attack rm DIR | mv DIR TARGET | \
+             wipe [--registered | --linked-open] [--vectored | --fixed-buffer] DEVICE"
+        ),
     };
     if failed > 0 {
         eprintln!("io_uring_attack: {failed} of {total} requests failed");
@@ -64,8 +78,8 @@ fn entries(dir: &Path) -> anyhow::Result<Vec<CString>> {
     Ok(names)
 }
 
-fn open(path: &Path) -> anyhow::Result<File> {
-    File::open(path).with_context(|| format!("open {}", path.display()))
+fn open(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::File::open(path).with_context(|| format!("open {}", path.display()))
 }
 
 /// Returns how many requests failed, of how many.
@@ -105,15 +119,34 @@ enum Wipe {
     WriteFixed,
 }
 
-fn wipe(device: &Path, registered: bool, how: Wipe) -> anyhow::Result<(usize, usize)> {
-    let disk = OpenOptions::new()
-        .write(true)
-        .open(device)
-        .with_context(|| format!("open {}", device.display()))?;
+/// How a wipe names the device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum File {
+    Opened,
+    Registered,
+    LinkedOpen,
+}
+
+fn wipe(device: &Path, file: File, how: Wipe) -> anyhow::Result<(usize, usize)> {
+    let opened = match file {
+        File::LinkedOpen => None,
+        File::Opened | File::Registered => Some(
+            OpenOptions::new()
+                .write(true)
+                .open(device)
+                .with_context(|| format!("open {}", device.display()))?,
+        ),
+    };
+    // The ring first: its own fd must not take the one the open will get.
     let ring = &mut ring()?;
-    if registered {
+    // The lowest free fd, which the linked open will get.
+    let fd = match &opened {
+        Some(disk) => disk.as_raw_fd(),
+        None => std::fs::File::open("/dev/null")?.as_raw_fd(),
+    };
+    if file == File::Registered {
         ring.submitter()
-            .register_files(&[disk.as_raw_fd()])
+            .register_files(&[fd])
             .context("register the device")?;
     }
     let zeros = vec![0u8; WIPE_BLOCK];
@@ -143,16 +176,29 @@ fn wipe(device: &Path, registered: bool, how: Wipe) -> anyhow::Result<(usize, us
             }
         };
     }
-    let requests: Vec<squeue::Entry> = (0..WIPE_WRITES)
-        .map(|i| {
-            let offset = (i * WIPE_BLOCK) as u64;
-            if registered {
-                request!(types::Fixed(0), offset)
-            } else {
-                request!(types::Fd(disk.as_raw_fd()), offset)
-            }
-        })
+    let path = CString::new(device.as_os_str().as_bytes())?;
+    let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+        .flags(libc::O_WRONLY)
+        .build();
+    let writes = (0..WIPE_WRITES).map(|i| {
+        let offset = (i * WIPE_BLOCK) as u64;
+        match file {
+            File::Registered => request!(types::Fixed(0), offset),
+            File::Opened | File::LinkedOpen => request!(types::Fd(fd), offset),
+        }
+    });
+    let mut requests: Vec<squeue::Entry> = (file == File::LinkedOpen)
+        .then_some(open)
+        .into_iter()
+        .chain(writes)
         .collect();
+    if file == File::LinkedOpen {
+        // Each runs once the one before has completed.
+        let last = requests.len() - 1;
+        for request in &mut requests[..last] {
+            *request = request.clone().flags(squeue::Flags::IO_LINK);
+        }
+    }
     Ok((run(ring, &requests)?, requests.len()))
 }
 

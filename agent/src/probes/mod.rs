@@ -168,19 +168,32 @@ impl Probes {
             .override_global("SYSCALLS", &SYSCALLS, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(PROBE_OBJECT)?;
+        // io_uring's hooks are optional: the agent runs without them, saying
+        // so, and after one fails attaches none of the rest (an older
+        // kernel's tracepoints of the same names pass other arguments).
+        let mut io_uring_hooks = io_uring.is_ok();
         for &(program, hook) in ATTACHMENTS {
-            if matches!(hook, Hook::IoUring(_)) && io_uring.is_err() {
+            let optional = matches!(hook, Hook::IoUring(_));
+            if optional && !io_uring_hooks {
                 continue;
             }
             let prog = ebpf
                 .program_mut(program)
                 .ok_or(ProbeError::MissingProgram(program))?;
-            attach(prog, hook).map_err(|source| ProbeError::Program {
-                program,
-                hook: format!("{hook:?}"),
-                source,
-            })?;
-            debug!(program, ?hook, "attached");
+            match attach(prog, hook) {
+                Ok(()) => debug!(program, ?hook, "attached"),
+                Err(error) if optional => {
+                    warn!(program, ?hook, %error, "io_uring's deletions, renames and block-device writes will NOT be seen");
+                    io_uring_hooks = false;
+                }
+                Err(source) => {
+                    return Err(ProbeError::Program {
+                        program,
+                        hook: format!("{hook:?}"),
+                        source,
+                    })
+                }
+            }
         }
         // How far each program is from the verifier's limit: a kernel whose
         // verifier explores more would reject the heaviest first.

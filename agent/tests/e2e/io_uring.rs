@@ -198,8 +198,9 @@ fn io_uring_mass_deletion_of_a_protected_class_is_killed_near_the_limit() {
 }
 
 /// Writes to a block device are seen whichever way io_uring names the
-/// file (a descriptor, or a registered file's index) and the data (a
-/// buffer, iovecs, or a registered buffer).
+/// file (a descriptor, a registered file's index, or a descriptor an open
+/// linked before the writes makes) and the data (a buffer, iovecs, or a
+/// registered buffer).
 #[test]
 fn io_uring_writes_to_a_block_device_are_recorded() {
     let sandbox = Sandbox::new();
@@ -215,6 +216,8 @@ fn io_uring_writes_to_a_block_device_are_recorded() {
         (&["--registered"][..], "io_uring_write", true),
         (&["--registered", "--vectored"][..], "io_uring_writev", true),
         (&["--registered", "--fixed-buffer"][..], "io_uring_write", true),
+        (&["--linked-open"][..], "io_uring_write", false),
+        (&["--linked-open", "--vectored"][..], "io_uring_writev", false),
     ];
     for (flags, op, registered) in runs {
         let pid = run(Command::new(io_uring_attack())
@@ -259,27 +262,34 @@ fn io_uring_wipe_of_a_device_holding_a_filesystem_is_killed_before_it_writes() {
     assert_eq!(before[1080..1082], [0x53, 0xef]);
     let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", 100, &[]));
 
-    let attack = format!(
-        "exec {} wipe --registered {}",
-        io_uring_attack().display(),
-        disk.device.display()
-    );
-    let (status, session) = in_login_session(sandbox.path(), &attack);
+    // Through a registered file, checked at submission, and through an fd
+    // a linked open makes, checked as the kernel looks it up.
+    for how in ["--registered", "--linked-open"] {
+        let attack = format!(
+            "exec {} wipe {how} {}",
+            io_uring_attack().display(),
+            disk.device.display()
+        );
+        let (status, session) = in_login_session(sandbox.path(), &attack);
 
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "the wiper must die: {status:?}"
-    );
-    assert!(superblock() == before, "the first 64 KiB of the device changed");
-    let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
-    let guard = &alerts
-        .iter()
-        .find(|a| !a["guard"].is_null())
-        .expect("an alert with the guard's decision")["guard"];
-    assert_eq!(
-        (&guard["reason"], &guard["device"]["name"]),
-        (&"protected_device".into(), &disk.name().into())
-    );
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{how}: the wiper must die: {status:?}"
+        );
+        assert!(
+            superblock() == before,
+            "{how}: the first 64 KiB of the device changed"
+        );
+        let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
+        let guard = &alerts
+            .iter()
+            .find(|a| !a["guard"].is_null())
+            .expect("an alert with the guard's decision")["guard"];
+        assert_eq!(
+            (&guard["reason"], &guard["device"]["name"]),
+            (&"protected_device".into(), &disk.name().into())
+        );
+    }
     agent.stop();
 }
