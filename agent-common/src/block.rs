@@ -70,7 +70,8 @@ impl BlockWriteOp {
 /// A `write`, `pwrite64`, `writev`, `pwritev` or `pwritev2` on a block device,
 /// recorded at syscall entry, before the write runs: every write on the host
 /// would otherwise pay a second (exit) probe for the few that hit a device.
-/// An io_uring write is recorded as it is submitted. No data area.
+/// An io_uring write is recorded as it is submitted (to a registered file)
+/// or starts (to a plain fd). No data area.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawBlockWrite {

@@ -1,9 +1,10 @@
 //! Destroying files and disks through io_uring. Its requests run in the
 //! kernel (inline or in its io workers) and never pass the syscalls `fs` and
 //! `block` hook, so unlinks, renames and writes to block devices are caught
-//! as they are submitted: recorded, counted or checked by the guard and
-//! stopped there, from the kernel's copy of their arguments (made before
-//! this probe runs, so the caller cannot change it under the probe).
+//! as they are submitted (a write on a plain fd as it runs, see below):
+//! recorded, counted or checked by the guard and stopped there, from the
+//! kernel's copy of their arguments (made before this probe runs, so the
+//! caller cannot change it under the probe).
 //!
 //! The file a write names by a plain fd is looked up where the kernel looks
 //! it up, as the request runs (`io_uring_file_get`). A registered file, and
