@@ -97,11 +97,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Test { args } => {
             cmd::require_root("cargo xtask test")?;
             let object = ebpf::build(&toolchain::setup()?)?;
-            // The e2e tests run the collector and the CLI: `cargo test` builds
-            // other packages' binaries only as unit-test harnesses.
+            // The e2e tests run the collector, the CLI and the agent's
+            // examples: `cargo test` builds other packages' binaries only as
+            // unit-test harnesses, and examples under hashed names.
             cmd::run(
                 cmd::cargo()
-                    .args(["build", "--workspace", "--bins"])
+                    .args(["build", "--workspace", "--bins", "--examples"])
                     .env(ebpf::OBJECT_ENV, &object),
             )?;
             let totals = cmd::run_tests(

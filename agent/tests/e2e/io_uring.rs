@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use crate::support::{count_files, in_login_session, path_of, run, test_policy, Agent, LoopDevice, Sandbox};
 
-/// The example, built with the tests (`cargo test --all-targets`, as
-/// `cargo xtask test` runs them).
+/// The example, as `cargo build --examples` names it (`cargo xtask test`
+/// builds it so before the tests).
 fn io_uring_attack() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
     let examples = exe
@@ -31,7 +31,7 @@ fn io_uring_attack() -> PathBuf {
     let path = examples.join("io_uring_attack");
     assert!(
         path.exists(),
-        "{} is missing: build the examples with the tests (`cargo test --all-targets`)",
+        "{} is missing: build the examples (`cargo build --examples`, as `cargo xtask test` does)",
         path.display()
     );
     path
