@@ -107,8 +107,9 @@ pub enum EventBody {
     },
     /// The in-kernel guard acted (see `agent_common::guard`).
     Guard(GuardAction),
-    /// A write on a block device, seen as it starts or, through io_uring,
-    /// as it is submitted (see `agent_common::block::RawBlockWrite`).
+    /// A write on a block device, seen as it starts (through io_uring to a
+    /// registered file: as it is submitted; see
+    /// `agent_common::block::RawBlockWrite`).
     BlockWrite {
         #[serde(serialize_with = "serialize_block_write_op")]
         op: BlockWriteOp,
