@@ -70,7 +70,7 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
             let Some(op) = write_op(opcode) else { return 0 };
             if read_u64(req, u.flags) & REQ_F_FIXED_FILE != 0 {
                 let index = read_u32(req, u.fd);
-                write(req, op, registered_file(req, index, u), true, o);
+                write(req, op, registered_file(req, index, u), index, true, o);
             }
         }
     }
@@ -85,8 +85,8 @@ pub fn io_uring_file_get(ctx: RawTracePointContext) -> u32 {
     let req: u64 = ctx.arg(0);
     let o = offsets();
     let Some(op) = write_op(opcode(req, &o.io_uring)) else { return 0 };
-    let fd = as_int(ctx.arg::<u64>(1));
-    write(req, op, fd_file(Btf::current_task(), fd, o), false, o);
+    let fd: u64 = ctx.arg(1);
+    write(req, op, fd_file(Btf::current_task(), as_int(fd), o), fd as u32, false, o);
     0
 }
 
@@ -106,11 +106,11 @@ fn write_op(opcode: u8) -> Option<BlockWriteOp> {
     }
 }
 
-/// A write request to `file`: recorded and checked if it is a block device.
+/// A write request to `file`, named `fd` (a registered file's index if
+/// `fd_registered`): recorded and checked if it is a block device.
 #[inline(always)]
-fn write(req: u64, op: BlockWriteOp, file: u64, fd_registered: bool, o: &KernelOffsets) {
+fn write(req: u64, op: BlockWriteOp, file: u64, fd: u32, fd_registered: bool, o: &KernelOffsets) {
     let u = &o.io_uring;
-    let fd = read_u32(req, u.fd);
     let (at, len) = (read_u64(req, u.rw_addr), read_u32(req, u.rw_len) as u64);
     let size = if op == BlockWriteOp::IoUringWritev { Size::Iovecs { at, count: len } } else { Size::Count(len) };
     let pos = position(read_u64(req, u.rw_pos));

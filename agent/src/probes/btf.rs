@@ -151,9 +151,8 @@ impl KernelBtf {
     /// `io_kiocb` when it was built without io_uring.
     pub fn io_uring_offsets(&self) -> Result<IoUringOffsets, BtfError> {
         let cmd = self.field("io_kiocb", "cmd")?;
-        let unlink = |name| Ok::<_, BtfError>(cmd + self.field("io_unlink", name)?);
-        let rename = |name| Ok::<_, BtfError>(cmd + self.field("io_rename", name)?);
-        let rw = |name| Ok::<_, BtfError>(cmd + self.field("io_rw", name)?);
+        // A field of the command a request of one kind keeps in `io_kiocb.cmd`.
+        let command = |ty, name| Ok::<_, BtfError>(cmd + self.field(ty, name)?);
         let files = self.field("io_ring_ctx", "file_table")? + self.field("io_file_table", "data")?;
         Ok(IoUringOffsets {
             opcode: self.field("io_kiocb", "opcode")?,
@@ -163,17 +162,17 @@ impl KernelBtf {
             ctx_files_nr: files + self.field("io_rsrc_data", "nr")?,
             ctx_files: files + self.field("io_rsrc_data", "nodes")?,
             rsrc_node_file: self.field("io_rsrc_node", "file_ptr")?,
-            rw_pos: rw("kiocb")? + self.field("kiocb", "ki_pos")?,
-            rw_addr: rw("addr")?,
-            rw_len: rw("len")?,
-            unlink_dfd: unlink("dfd")?,
-            unlink_flags: unlink("flags")?,
-            unlink_filename: unlink("filename")?,
-            rename_old_dfd: rename("old_dfd")?,
-            rename_new_dfd: rename("new_dfd")?,
-            rename_old: rename("oldpath")?,
-            rename_new: rename("newpath")?,
-            rename_flags: rename("flags")?,
+            rw_pos: command("io_rw", "kiocb")? + self.field("kiocb", "ki_pos")?,
+            rw_addr: command("io_rw", "addr")?,
+            rw_len: command("io_rw", "len")?,
+            unlink_dfd: command("io_unlink", "dfd")?,
+            unlink_flags: command("io_unlink", "flags")?,
+            unlink_filename: command("io_unlink", "filename")?,
+            rename_old_dfd: command("io_rename", "old_dfd")?,
+            rename_new_dfd: command("io_rename", "new_dfd")?,
+            rename_old: command("io_rename", "oldpath")?,
+            rename_new: command("io_rename", "newpath")?,
+            rename_flags: command("io_rename", "flags")?,
             filename_name: self.field("filename", "name")?,
         })
     }

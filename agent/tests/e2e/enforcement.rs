@@ -362,18 +362,15 @@ fn monitor_mode_alerts_on_the_same_attacks_and_kills_nothing() {
             .into_iter()
             .filter(|e| e["type"] == "alert" && !e["guard"].is_null()),
     );
-    let rm_key = format!("login:{rm_session}");
-    let rm_guard_alerts = guard_alerts
-        .iter()
-        .filter(|a| a["session"]["key"] == rm_key.as_str())
-        .count();
-    assert_eq!(rm_guard_alerts, 1, "{guard_alerts:#?}");
-    let dd_key = format!("login:{dd_session}");
-    let dd_guard_alerts = guard_alerts
-        .iter()
-        .filter(|a| a["session"]["key"] == dd_key.as_str())
-        .count();
-    assert_eq!(dd_guard_alerts, 1, "{guard_alerts:#?}");
+    let guard_alerts_of = |session: u64| {
+        let key = format!("login:{session}");
+        guard_alerts
+            .iter()
+            .filter(|a| a["session"]["key"] == key.as_str())
+            .count()
+    };
+    assert_eq!(guard_alerts_of(rm_session), 1, "{guard_alerts:#?}");
+    assert_eq!(guard_alerts_of(dd_session), 1, "{guard_alerts:#?}");
     agent.stop();
 }
 
