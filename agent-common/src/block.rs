@@ -1,4 +1,5 @@
-//! Raw access to block devices: opening one for writing, and writing to it.
+//! Raw access to block devices: opening one for writing, and writing to it
+//! or erasing a range of it.
 
 use crate::{assert_record_layout, path::RawPath, EventHeader, TaskInfo};
 
@@ -40,6 +41,14 @@ pub enum BlockWriteOp {
     IoUringWrite = 5,
     /// io_uring's `IORING_OP_WRITEV` or `IORING_OP_WRITEV_FIXED`.
     IoUringWritev = 6,
+    /// The `BLKDISCARD` ioctl: the device may drop the range's data.
+    Discard = 7,
+    /// The `BLKSECDISCARD` ioctl: a discard the device must make unrecoverable.
+    SecureDiscard = 8,
+    /// The `BLKZEROOUT` ioctl: the range is zeroed.
+    ZeroOut = 9,
+    /// `fallocate` punching a hole in, or zeroing, a range of the device.
+    Fallocate = 10,
 }
 
 impl BlockWriteOp {
@@ -51,6 +60,10 @@ impl BlockWriteOp {
             4 => Self::Pwritev,
             5 => Self::IoUringWrite,
             6 => Self::IoUringWritev,
+            7 => Self::Discard,
+            8 => Self::SecureDiscard,
+            9 => Self::ZeroOut,
+            10 => Self::Fallocate,
             _ => return None,
         })
     }
@@ -63,15 +76,21 @@ impl BlockWriteOp {
             Self::Pwritev => "pwritev",
             Self::IoUringWrite => "io_uring_write",
             Self::IoUringWritev => "io_uring_writev",
+            Self::Discard => "blkdiscard",
+            Self::SecureDiscard => "blksecdiscard",
+            Self::ZeroOut => "blkzeroout",
+            Self::Fallocate => "fallocate",
         }
     }
 }
 
 /// A `write`, `pwrite64`, `writev`, `pwritev` or `pwritev2` on a block device,
-/// recorded at syscall entry, before the write runs: every write on the host
-/// would otherwise pay a second (exit) probe for the few that hit a device.
-/// An io_uring write is recorded as it is submitted (to a registered file)
-/// or starts (to a plain fd). No data area.
+/// or a call that erases a range of one without writing it (the
+/// `BLKDISCARD`, `BLKSECDISCARD` and `BLKZEROOUT` ioctls, an erasing
+/// `fallocate`), recorded at syscall entry, before it runs: every write on
+/// the host would otherwise pay a second (exit) probe for the few that hit a
+/// device. An io_uring write is recorded as it is submitted (to a registered
+/// file) or starts (to a plain fd). No data area.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawBlockWrite {
@@ -79,7 +98,8 @@ pub struct RawBlockWrite {
     pub task: TaskInfo,
     /// Byte offset on the device where the write starts.
     pub offset: u64,
-    /// Bytes the call asks to write (for vectored writes, the iovecs' sum).
+    /// Bytes the call asks to write or erase (for vectored writes, the
+    /// iovecs' sum).
     pub bytes: u64,
     /// The device, as the kernel encodes `dev_t` (`major << 20 | minor`).
     pub dev: u32,

@@ -46,6 +46,8 @@ pub const ATTACHMENTS: &[(&str, Hook)] = &[
     ("writev_enter", Hook::Syscall("sys_enter_writev")),
     ("pwritev_enter", Hook::Syscall("sys_enter_pwritev")),
     ("pwritev_enter", Hook::Syscall("sys_enter_pwritev2")),
+    ("ioctl_enter", Hook::Syscall("sys_enter_ioctl")),
+    ("fallocate_enter", Hook::Syscall("sys_enter_fallocate")),
     ("execve_enter", Hook::Syscall("sys_enter_execve")),
     ("execve_enter", Hook::Syscall("sys_enter_execveat")),
     ("mount_exit", Hook::Syscall("sys_exit_mount")),

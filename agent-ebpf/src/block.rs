@@ -1,8 +1,11 @@
 //! Write syscalls on block devices: `write`, `pwrite64`, `writev`, `pwritev`,
 //! `pwritev2` (and the record and check io_uring's writes share, see
-//! `io_uring`).
+//! `io_uring`), and the calls that erase a range of a device without
+//! writing it: the `BLKDISCARD`, `BLKSECDISCARD` and `BLKZEROOUT` ioctls
+//! (what `blkdiscard` makes) and an erasing `fallocate`. An SSD discards a
+//! whole disk in seconds.
 //!
-//! Each write's fd is checked at entry (fd → file → inode type): this sees a
+//! Each call's fd is checked at entry (fd → file → inode type): this sees a
 //! device fd however the process got it (opened, inherited, duplicated; for
 //! io_uring's see there).
 //! Writes the kernel makes for a filesystem (journal, writeback) never pass
@@ -70,6 +73,49 @@ pub fn pwritev_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// From `<linux/fs.h>`: the ioctls that erase a range of a block device.
+const BLKDISCARD: u32 = 0x1277;
+const BLKSECDISCARD: u32 = 0x127d;
+const BLKZEROOUT: u32 = 0x127f;
+
+/// At every `ioctl` on the host (terminals, sockets): all but the erasing
+/// three cost one compare.
+#[tracepoint]
+pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
+    // The command is an `unsigned int`; the record's slot is 8 bytes wide.
+    let op = match arg(&ctx, 1) as u32 {
+        BLKDISCARD => BlockWriteOp::Discard,
+        BLKSECDISCARD => BlockWriteOp::SecureDiscard,
+        BLKZEROOUT => BlockWriteOp::ZeroOut,
+        _ => return 0,
+    };
+    // `uint64_t range[2]`, start and length, in the caller's memory. The
+    // kernel copies it after this probe; unreadable, the call fails with
+    // `EFAULT`, but the device is still checked.
+    let [start, len] = unsafe { bpf_probe_read_user(arg(&ctx, 2) as *const [u64; 2]) }.unwrap_or([0, 0]);
+    syscall_write(op, arg(&ctx, 0), Size::Count(len), Some(start));
+    0
+}
+
+/// `FALLOC_FL_*` from `<linux/falloc.h>`: the modes that leave a range
+/// reading as zeros. A block device takes no other (`EOPNOTSUPP`).
+const FALLOC_FL_PUNCH_HOLE: u64 = 0x02;
+const FALLOC_FL_ZERO_RANGE: u64 = 0x10;
+const FALLOC_FL_WRITE_ZEROES: u64 = 0x80;
+const ERASING: u64 = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_WRITE_ZEROES;
+
+/// `fallocate(fd, mode, offset, len)`: recorded only on a block device.
+/// The same modes on a regular file destroy its data as an overwrite
+/// does, and, like overwrites, are not followed.
+#[tracepoint]
+pub fn fallocate_enter(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 1) & ERASING == 0 {
+        return 0;
+    }
+    syscall_write(BlockWriteOp::Fallocate, arg(&ctx, 0), Size::Count(arg(&ctx, 3)), Some(arg(&ctx, 2)));
+    0
+}
+
 /// Where a write starts, given as `pos`: -1 means the file position.
 #[inline(always)]
 pub fn position(pos: u64) -> Option<u64> {
@@ -97,8 +143,8 @@ pub struct Write {
     pub pos: Option<u64>,
 }
 
-/// Records `write` and stops it if it is a raw write to a block device the
-/// guard protects (see `guard::check_device_write`).
+/// Records `write` and stops it if it is a raw write to (or erases) a block
+/// device the guard protects (see `guard::check_device_write`).
 #[inline(always)]
 pub fn record_if_block_device(write: Write, o: &KernelOffsets) {
     let Write { op, file, fd, fd_registered, size, pos } = write;

@@ -5,7 +5,7 @@ use std::{ffi::OsStr, os::unix::ffi::OsStrExt, process::Command};
 
 use serde_json::Value;
 
-use crate::support::{path_of, run, run_in, Agent, LoopDevice, Mount, Sandbox};
+use crate::support::{path_of, run, run_in, Agent, LoopDevice, Mount, Sandbox, ERASE, ERASURES};
 
 fn by_pid(pid: u32) -> impl Fn(&Value) -> bool {
     move |e: &Value| e["process"]["pid"] == pid
@@ -175,6 +175,49 @@ fn vectored_writes_to_a_loop_device_count_all_their_iovecs() {
         .collect();
     assert_eq!(seen, [(0, 512 * 1024), (1 << 20, 3 * 4096), (512 * 1024, 512)]);
     assert!(writes.iter().all(|w| w["device"]["name"] == disk.name()));
+    agent.stop();
+}
+
+/// The calls that erase a device without writing to it (`blkdiscard`'s
+/// three ioctls, an erasing `fallocate`) are raw writes of the range they
+/// erase, each recorded once as it starts: even one the device refuses
+/// (a loop device has no secure discard).
+#[test]
+fn ioctls_and_fallocates_that_erase_a_loop_device_are_raw_writes() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 4);
+    let agent = Agent::start(&sandbox);
+
+    let pids: Vec<(u32, &str, &str)> = ERASURES
+        .iter()
+        .map(|&(how, op)| {
+            let mut child = Command::new("python3")
+                .args(["-c", ERASE, how])
+                .arg(&disk.device)
+                .spawn()
+                .expect("spawn python3");
+            let status = child.wait().expect("wait python3");
+            let refused = how == "secure-discard";
+            assert_eq!(status.code(), Some(if refused { 3 } else { 0 }), "{how}");
+            (child.id(), how, op)
+        })
+        .collect();
+
+    let everything = agent.everything_until_now(&sandbox);
+    for (pid, how, op) in pids {
+        let erasures: Vec<&Value> = everything
+            .iter()
+            .filter(|e| by_pid(pid)(e) && of_type("block_write")(e))
+            .collect();
+        assert_eq!(erasures.len(), 1, "{how}: {erasures:#?}");
+        let e = erasures[0];
+        assert_eq!(
+            (&e["op"], &e["offset"], &e["bytes"]),
+            (&op.into(), &0.into(), &(4u64 << 20).into()),
+            "{how}: {e}"
+        );
+        assert_eq!(e["device"]["name"], disk.name(), "{how}: {e}");
+    }
     agent.stop();
 }
 

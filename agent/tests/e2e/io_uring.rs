@@ -281,11 +281,7 @@ fn io_uring_wipe_of_a_device_holding_a_filesystem_is_killed_before_it_writes() {
             superblock() == before,
             "{how}: the first 64 KiB of the device changed"
         );
-        let alerts = agent.alerts_for(session, |seen| seen.iter().any(|a| !a["guard"].is_null()));
-        let guard = &alerts
-            .iter()
-            .find(|a| !a["guard"].is_null())
-            .expect("an alert with the guard's decision")["guard"];
+        let guard = &agent.guard_alert(session)["guard"];
         assert_eq!(
             (&guard["reason"], &guard["device"]["name"]),
             (&"protected_device".into(), &disk.name().into())

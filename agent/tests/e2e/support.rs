@@ -187,6 +187,15 @@ impl Agent {
         )
     }
 
+    /// The first alert about login session `audit` that carries what the
+    /// in-kernel guard did; panics if none comes.
+    pub fn guard_alert(&self, audit: u64) -> Value {
+        self.alerts_for(audit, |seen| seen.iter().any(|a| !a["guard"].is_null()))
+            .into_iter()
+            .find(|a| !a["guard"].is_null())
+            .expect("an alert with the guard's decision")
+    }
+
     /// Stops the agent with SIGTERM and returns every line it printed since
     /// the last read, ending with its final loss report.
     pub fn stop(self) -> Vec<Value> {
@@ -346,6 +355,41 @@ impl Drop for LoopDevice {
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
 }
+
+/// How [`ERASE`] erases a whole device, with the `op` its record carries.
+pub const ERASURES: [(&str, &str); 5] = [
+    ("discard", "blkdiscard"),
+    ("secure-discard", "blksecdiscard"),
+    ("zero-out", "blkzeroout"),
+    ("punch-hole", "fallocate"),
+    ("zero-range", "fallocate"),
+];
+
+/// `python3 -c ERASE HOW DEVICE [CHUNK]` erases all of `DEVICE` the way
+/// `HOW` (see [`ERASURES`]) says, without writing to it: what `blkdiscard`
+/// and `fallocate` do, from a program no command rule knows. One call per
+/// `CHUNK` bytes (default: the whole device), from the end back to the
+/// start. It exits 3 when the device does not support that way (a loop
+/// device has no secure discard).
+pub const ERASE: &str = r#"
+import ctypes, errno, fcntl, os, struct, sys
+how, device = sys.argv[1], sys.argv[2]
+fd = os.open(device, os.O_WRONLY)
+size = os.lseek(fd, 0, os.SEEK_END)
+chunk = int(sys.argv[3]) if len(sys.argv) > 3 else size
+ioctls = {"discard": 0x1277, "secure-discard": 0x127D, "zero-out": 0x127F}
+modes = {"punch-hole": 0x02 | 0x01, "zero-range": 0x10}
+fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+try:
+    for start in range(size - chunk, -1, -chunk):
+        if how in ioctls:
+            fcntl.ioctl(fd, ioctls[how], struct.pack("QQ", start, chunk))
+        elif fallocate(fd, modes[how], start, chunk) != 0:
+            raise OSError(ctypes.get_errno(), how)
+except OSError as e:
+    sys.exit(3 if e.errno == errno.EOPNOTSUPP else 1)
+"#;
 
 /// A filesystem mounted for one test, detached on drop.
 pub struct Mount(pub PathBuf);
