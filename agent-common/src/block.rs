@@ -27,6 +27,13 @@ pub const IORING_OP_WRITEV: u8 = 2;
 pub const IORING_OP_WRITE_FIXED: u8 = 5;
 pub const IORING_OP_WRITE: u8 = 23;
 pub const IORING_OP_WRITEV_FIXED: u8 = 61;
+/// io_uring's requests that may erase without writing: `fallocate`, and a
+/// passthrough command (`IORING_OP_URING_CMD`), which on a block device is
+/// a discard ([`BLOCK_URING_CMD_DISCARD`]).
+pub const IORING_OP_FALLOCATE: u8 = 17;
+pub const IORING_OP_URING_CMD: u8 = 46;
+/// `_IO(0x12, 0)` from `<linux/fs.h>` (Linux 6.12): discard a range.
+pub const BLOCK_URING_CMD_DISCARD: u32 = 0x1200;
 
 /// Which call wrote, as recorded in [`RawBlockWrite::op`].
 #[repr(u32)]
@@ -49,6 +56,10 @@ pub enum BlockWriteOp {
     ZeroOut = 9,
     /// `fallocate` punching a hole in, or zeroing, a range of the device.
     Fallocate = 10,
+    /// io_uring's `IORING_OP_FALLOCATE`, as [`Self::Fallocate`].
+    IoUringFallocate = 11,
+    /// io_uring's discard command (`BLOCK_URING_CMD_DISCARD`).
+    IoUringDiscard = 12,
 }
 
 impl BlockWriteOp {
@@ -64,6 +75,8 @@ impl BlockWriteOp {
             8 => Self::SecureDiscard,
             9 => Self::ZeroOut,
             10 => Self::Fallocate,
+            11 => Self::IoUringFallocate,
+            12 => Self::IoUringDiscard,
             _ => return None,
         })
     }
@@ -80,6 +93,8 @@ impl BlockWriteOp {
             Self::SecureDiscard => "blksecdiscard",
             Self::ZeroOut => "blkzeroout",
             Self::Fallocate => "fallocate",
+            Self::IoUringFallocate => "io_uring_fallocate",
+            Self::IoUringDiscard => "io_uring_discard",
         }
     }
 }
@@ -89,8 +104,8 @@ impl BlockWriteOp {
 /// `BLKDISCARD`, `BLKSECDISCARD` and `BLKZEROOUT` ioctls, an erasing
 /// `fallocate`), recorded at syscall entry, before it runs: every write on
 /// the host would otherwise pay a second (exit) probe for the few that hit a
-/// device. An io_uring write is recorded as it is submitted (to a registered
-/// file) or starts (to a plain fd). No data area.
+/// device. An io_uring write or erasure is recorded as it is submitted (to
+/// a registered file) or starts (to a plain fd). No data area.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawBlockWrite {

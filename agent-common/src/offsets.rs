@@ -177,6 +177,17 @@ pub struct IoUringOffsets {
     pub rename_flags: u32,
     /// `filename.name`: the kernel's copy of a path the request was given
     pub filename_name: u32,
+    /// `io_sync.off`: where a `fallocate` request starts
+    pub sync_off: u32,
+    /// `io_sync.len`: its length
+    pub sync_len: u32,
+    /// `io_sync.mode`: its `FALLOC_FL_*` mode
+    pub sync_mode: u32,
+    /// `io_uring_cmd.sqe`: a passthrough command's submission entry, whose
+    /// fields the command reads as it runs
+    pub cmd_sqe: u32,
+    /// `io_uring_cmd.cmd_op`: which command
+    pub cmd_op: u32,
 }
 
 impl KernelOffsets {
@@ -185,4 +196,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 316);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 336);

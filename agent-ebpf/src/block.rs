@@ -102,14 +102,14 @@ pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
 const FALLOC_FL_PUNCH_HOLE: u64 = 0x02;
 const FALLOC_FL_ZERO_RANGE: u64 = 0x10;
 const FALLOC_FL_WRITE_ZEROES: u64 = 0x80;
-const ERASING: u64 = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_WRITE_ZEROES;
+pub const FALLOC_ERASING: u64 = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_WRITE_ZEROES;
 
 /// `fallocate(fd, mode, offset, len)`: recorded only on a block device.
 /// The same modes on a regular file destroy its data as an overwrite
 /// does, and, like overwrites, are not followed.
 #[tracepoint]
 pub fn fallocate_enter(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 1) & ERASING == 0 {
+    if arg(&ctx, 1) & FALLOC_ERASING == 0 {
         return 0;
     }
     syscall_write(BlockWriteOp::Fallocate, arg(&ctx, 0), Size::Count(arg(&ctx, 3)), Some(arg(&ctx, 2)));

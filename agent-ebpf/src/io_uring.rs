@@ -1,13 +1,15 @@
 //! Destroying files and disks through io_uring. Its requests run in the
 //! kernel (inline or in its io workers) and never pass the syscalls `fs` and
-//! `block` hook, so unlinks, renames and writes to block devices are caught
-//! as they are submitted (a write on a plain fd as it runs, see below):
+//! `block` hook, so unlinks, renames, and writes to and erasures of block
+//! devices (an erasing `fallocate`, a discard command) are caught as they
+//! are submitted (one on a plain fd as it runs, see below):
 //! recorded, counted or checked by the guard and stopped there, from the
 //! kernel's copy of their arguments (made before this probe runs, so the
 //! caller cannot change it under the probe).
 //!
-//! The file a write names by a plain fd is looked up where the kernel looks
-//! it up, as the request runs (`io_uring_file_get`). A registered file, and
+//! The file a device request names by a plain fd is looked up where the
+//! kernel looks it up, as the request runs (`io_uring_file_get`). A
+//! registered file, and
 //! the directory fd a deletion or rename is relative to, have no such
 //! tracepoint: they are looked up here, at submission, and the kernel looks
 //! again when the request runs. A request linked after one that fills that
@@ -22,7 +24,10 @@
 //! took (see the README's *Stopping destruction*).
 
 use agent_common::{
-    block::{BlockWriteOp, IORING_OP_WRITE, IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED},
+    block::{
+        BlockWriteOp, BLOCK_URING_CMD_DISCARD, IORING_OP_FALLOCATE, IORING_OP_URING_CMD, IORING_OP_WRITE,
+        IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED,
+    },
     fs::{DeleteOp, RenameOp, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
     guard::GuardHook,
     IoUringOffsets, KernelOffsets,
@@ -30,7 +35,7 @@ use agent_common::{
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
-    block::{position, record_if_block_device, Size, Write},
+    block::{position, record_if_block_device, Size, Write, FALLOC_ERASING},
     files::fd_file,
     fs::{report_deletion, report_rename, AT_REMOVEDIR},
     guard,
@@ -46,6 +51,10 @@ const REQ_F_FIXED_FILE: u64 = 1;
 /// `FFS_MASK` from `io_uring/filetable.h`: a registered file's pointer
 /// keeps two flags in its low bits.
 const FFS_MASK: u64 = !0b11;
+/// Where `struct io_uring_sqe` (`<linux/io_uring.h>`) keeps `addr` and
+/// `addr3`: a block device's discard command's start and length.
+const SQE_ADDR: u32 = 16;
+const SQE_ADDR3: u32 = 48;
 
 /// `io_uring_submit_req(req)` as a raw tracepoint: it passes the request
 /// itself (`struct io_kiocb`) once its arguments are read and checked.
@@ -65,12 +74,12 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
             renameat(req, u, o);
         }
         _ => {
-            // A plain fd's write is checked where the kernel looks the fd up
-            // (`io_uring_file_get`); a registered file's only here.
-            let Some(op) = write_op(opcode) else { return 0 };
+            // A plain fd's request is checked where the kernel looks the fd
+            // up (`io_uring_file_get`); a registered file's only here.
+            let Some(request) = device_request(req, opcode, u) else { return 0 };
             if read_u64(req, u.flags) & REQ_F_FIXED_FILE != 0 {
                 let index = read_u32(req, u.fd);
-                write(req, op, registered_file(req, index, u), index, true, o);
+                write(request, registered_file(req, index, u), index, true, o);
             }
         }
     }
@@ -84,9 +93,10 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
 pub fn io_uring_file_get(ctx: RawTracePointContext) -> u32 {
     let req: u64 = ctx.arg(0);
     let o = offsets();
-    let Some(op) = write_op(opcode(req, &o.io_uring)) else { return 0 };
+    let u = &o.io_uring;
+    let Some(request) = device_request(req, opcode(req, u), u) else { return 0 };
     let fd: u64 = ctx.arg(1);
-    write(req, op, fd_file(Btf::current_task(), as_int(fd), o), fd as u32, false, o);
+    write(request, fd_file(Btf::current_task(), as_int(fd), o), fd as u32, false, o);
     0
 }
 
@@ -96,24 +106,51 @@ fn opcode(req: u64, u: &IoUringOffsets) -> u8 {
     (read_u32(req, u.opcode) & 0xff) as u8
 }
 
-/// How a write request is recorded; `None` for other requests.
-#[inline(always)]
-fn write_op(opcode: u8) -> Option<BlockWriteOp> {
-    match opcode {
-        IORING_OP_WRITE | IORING_OP_WRITE_FIXED => Some(BlockWriteOp::IoUringWrite),
-        IORING_OP_WRITEV | IORING_OP_WRITEV_FIXED => Some(BlockWriteOp::IoUringWritev),
-        _ => None,
-    }
+/// A request that writes to or erases what it names, if that is a block
+/// device.
+#[derive(Clone, Copy)]
+struct DeviceRequest {
+    op: BlockWriteOp,
+    size: Size,
+    pos: Option<u64>,
 }
 
-/// A write request to `file`, named `fd` (a registered file's index if
+/// What `req` asks of a device; `None` for requests that neither write
+/// nor erase.
+#[inline(always)]
+fn device_request(req: u64, opcode: u8, u: &IoUringOffsets) -> Option<DeviceRequest> {
+    let (op, size, pos) = match opcode {
+        IORING_OP_WRITE | IORING_OP_WRITE_FIXED | IORING_OP_WRITEV | IORING_OP_WRITEV_FIXED => {
+            let (at, len) = (read_u64(req, u.rw_addr), read_u32(req, u.rw_len) as u64);
+            let pos = position(read_u64(req, u.rw_pos));
+            match opcode {
+                IORING_OP_WRITEV | IORING_OP_WRITEV_FIXED => {
+                    (BlockWriteOp::IoUringWritev, Size::Iovecs { at, count: len }, pos)
+                }
+                _ => (BlockWriteOp::IoUringWrite, Size::Count(len), pos),
+            }
+        }
+        IORING_OP_FALLOCATE if read_u32(req, u.sync_mode) as u64 & FALLOC_ERASING != 0 => {
+            let size = Size::Count(read_u64(req, u.sync_len));
+            (BlockWriteOp::IoUringFallocate, size, Some(read_u64(req, u.sync_off)))
+        }
+        // Other files' commands (sockets, NVMe's character devices) may use
+        // the same number: only a block device's is recorded.
+        IORING_OP_URING_CMD if read_u32(req, u.cmd_op) == BLOCK_URING_CMD_DISCARD => {
+            let sqe = read_u64(req, u.cmd_sqe);
+            let size = Size::Count(read_u64(sqe, SQE_ADDR3));
+            (BlockWriteOp::IoUringDiscard, size, Some(read_u64(sqe, SQE_ADDR)))
+        }
+        _ => return None,
+    };
+    Some(DeviceRequest { op, size, pos })
+}
+
+/// `request` to `file`, named `fd` (a registered file's index if
 /// `fd_registered`): recorded and checked if it is a block device.
 #[inline(always)]
-fn write(req: u64, op: BlockWriteOp, file: u64, fd: u32, fd_registered: bool, o: &KernelOffsets) {
-    let u = &o.io_uring;
-    let (at, len) = (read_u64(req, u.rw_addr), read_u32(req, u.rw_len) as u64);
-    let size = if op == BlockWriteOp::IoUringWritev { Size::Iovecs { at, count: len } } else { Size::Count(len) };
-    let pos = position(read_u64(req, u.rw_pos));
+fn write(request: DeviceRequest, file: u64, fd: u32, fd_registered: bool, o: &KernelOffsets) {
+    let DeviceRequest { op, size, pos } = request;
     record_if_block_device(Write { op, file, fd, fd_registered, size, pos }, o);
 }
 

@@ -7,12 +7,15 @@
 //! - `io_uring_attack mv DIR TARGET` renames every entry of `DIR` into
 //!   `TARGET` (`IORING_OP_RENAMEAT`).
 //! - `io_uring_attack wipe [--registered | --linked-open] [--vectored |
-//!   --fixed-buffer] DEVICE` writes [`WIPE_WRITES`] blocks of zeros from
-//!   the start of `DEVICE` (`IORING_OP_WRITE`, `IORING_OP_WRITEV`, or
-//!   `IORING_OP_WRITE_FIXED` from a registered buffer), to the device
-//!   opened first, registered with the ring (`IOSQE_FIXED_FILE`), or opened
-//!   by an `IORING_OP_OPENAT` the writes are linked after, in the same
-//!   batch, at the fd it will get.
+//!   --fixed-buffer | --punch-hole | --zero-range | --discard] DEVICE`
+//!   writes [`WIPE_WRITES`] blocks of zeros from the start of `DEVICE`
+//!   (`IORING_OP_WRITE`, `IORING_OP_WRITEV`, or `IORING_OP_WRITE_FIXED` from
+//!   a registered buffer), or erases them without writing
+//!   (`IORING_OP_FALLOCATE` punching a hole or zeroing, or a discard
+//!   command, `IORING_OP_URING_CMD`), on the device opened first,
+//!   registered with the ring (`IOSQE_FIXED_FILE`), or opened by an
+//!   `IORING_OP_OPENAT` the requests are linked after, in the same batch,
+//!   at the fd it will get.
 //!
 //! Requests go in batches of [`BATCH`] per `io_uring_enter`. Exits 1 if any
 //! request failed.
@@ -32,6 +35,8 @@ const BATCH: usize = 64;
 /// Blocks a wipe writes, and their size.
 const WIPE_WRITES: usize = 16;
 const WIPE_BLOCK: usize = 64 * 1024;
+/// `_IO(0x12, 0)` from `<linux/fs.h>`: a block device's discard command.
+const BLOCK_URING_CMD_DISCARD: u32 = 0x1200;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,13 +58,17 @@ fn main() -> anyhow::Result<()> {
                 None => Wipe::Write,
                 Some(&"--vectored") => Wipe::Writev,
                 Some(&"--fixed-buffer") => Wipe::WriteFixed,
+                Some(&"--punch-hole") => Wipe::PunchHole,
+                Some(&"--zero-range") => Wipe::ZeroRange,
+                Some(&"--discard") => Wipe::Discard,
                 Some(other) => bail!("wipe: unknown flag {other}"),
             };
             wipe(Path::new(device), file, how)?
         }
         _ => bail!(
             "usage: io_uring_attack rm DIR | mv DIR TARGET | \
-             wipe [--registered | --linked-open] [--vectored | --fixed-buffer] DEVICE"
+             wipe [--registered | --linked-open] \
+             [--vectored | --fixed-buffer | --punch-hole | --zero-range | --discard] DEVICE"
         ),
     };
     if failed > 0 {
@@ -111,12 +120,15 @@ fn rename(dir: &Path, target: &Path) -> anyhow::Result<(usize, usize)> {
     Ok((run(&mut ring()?, &requests)?, requests.len()))
 }
 
-/// Which request a wipe writes with.
+/// Which request a wipe writes or erases with.
 #[derive(Clone, Copy)]
 enum Wipe {
     Write,
     Writev,
     WriteFixed,
+    PunchHole,
+    ZeroRange,
+    Discard,
 }
 
 /// How a wipe names the device.
@@ -173,6 +185,24 @@ fn wipe(device: &Path, file: File, how: Wipe) -> anyhow::Result<(usize, usize)> 
                 Wipe::WriteFixed => opcode::WriteFixed::new($file, zeros.as_ptr(), len, 0)
                     .offset($offset)
                     .build(),
+                Wipe::PunchHole => opcode::Fallocate::new($file, len.into())
+                    .offset($offset)
+                    .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+                    .build(),
+                Wipe::ZeroRange => opcode::Fallocate::new($file, len.into())
+                    .offset($offset)
+                    .mode(libc::FALLOC_FL_ZERO_RANGE)
+                    .build(),
+                // The start in `addr`, the length in `addr3`, where the
+                // command's bytes begin.
+                Wipe::Discard => {
+                    let mut length = [0u8; 16];
+                    length[..8].copy_from_slice(&u64::from(len).to_ne_bytes());
+                    opcode::UringCmd16::new($file, BLOCK_URING_CMD_DISCARD)
+                        .addr(Some($offset))
+                        .cmd(length)
+                        .build()
+                }
             }
         };
     }

@@ -107,8 +107,9 @@ pub enum EventBody {
     },
     /// The in-kernel guard acted (see `agent_common::guard`).
     Guard(GuardAction),
-    /// A write on a block device, seen as it starts (through io_uring to a
-    /// registered file: as it is submitted; see
+    /// A write on a block device, or an erasure of a range of one (a
+    /// discard, a zeroing, an erasing `fallocate`), seen as it starts
+    /// (through io_uring to a registered file: as it is submitted; see
     /// `agent_common::block::RawBlockWrite`).
     BlockWrite {
         #[serde(serialize_with = "serialize_block_write_op")]
@@ -116,7 +117,7 @@ pub enum EventBody {
         device: Device,
         /// Byte offset on the device where the write starts.
         offset: u64,
-        /// Bytes the call asks to write.
+        /// Bytes the call asks to write or erase.
         bytes: u64,
         fd: u32,
         /// `fd` is the index of an io_uring ring's registered file.

@@ -3,7 +3,7 @@
 use std::{fs::File, os::unix::fs::FileExt, path::Path};
 
 use agent_common::{syscall::SYSCALL_ARGS, IoUringOffsets, KernelOffsets};
-use btfparse::{Offset, Readable, TypeInformation};
+use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -51,7 +51,7 @@ impl KernelBtf {
     /// The byte offset of `field` (a dotted path) in `struct ty`.
     fn field(&self, ty: &'static str, field: &'static str) -> Result<u32, BtfError> {
         let types = &self.0;
-        let id = types.id_of(ty).ok_or(BtfError::NoType(ty))?;
+        let id = self.struct_id(ty).ok_or(BtfError::NoType(ty))?;
         match types.offset_of(id, field) {
             Ok((_, Offset::ByteOffset(bytes))) => Ok(bytes),
             Ok((_, Offset::BitOffsetAndSize(..))) => Err(BtfError::Bitfield { ty, field }),
@@ -61,6 +61,24 @@ impl KernelBtf {
                 detail: format!("{e:?}"),
             }),
         }
+    }
+
+    /// The type id of `struct ty` (or `union ty`). The name alone may
+    /// find something else: a function can share a struct's name
+    /// (`io_uring_cmd` is both), and a name's lookup gives its last type.
+    fn struct_id(&self, ty: &str) -> Option<u32> {
+        let types = &self.0;
+        let all = types.get();
+        let is_struct = |t: &TypeVariant| matches!(t, TypeVariant::Struct(_) | TypeVariant::Union(_));
+        types
+            .id_of(ty)
+            .filter(|id| all.get(id).is_some_and(is_struct))
+            .or_else(|| {
+                all.iter()
+                    .filter(|(_, t)| is_struct(t))
+                    .map(|(&id, _)| id)
+                    .find(|&id| types.name_of(id).as_deref() == Some(ty))
+            })
     }
 
     /// Every offset the probes need, but io_uring's (left 0; see
@@ -174,6 +192,11 @@ impl KernelBtf {
             rename_new: command("io_rename", "newpath")?,
             rename_flags: command("io_rename", "flags")?,
             filename_name: self.field("filename", "name")?,
+            sync_off: command("io_sync", "off")?,
+            sync_len: command("io_sync", "len")?,
+            sync_mode: command("io_sync", "mode")?,
+            cmd_sqe: command("io_uring_cmd", "sqe")?,
+            cmd_op: command("io_uring_cmd", "cmd_op")?,
         })
     }
 }
@@ -244,6 +267,15 @@ mod tests {
         assert_eq!(u.rename_new_dfd, u.rename_old_dfd + 4);
         assert_eq!(u.rename_new, u.rename_old + 8);
         assert_eq!(u.filename_name, 0);
+        assert_eq!(
+            (u.sync_len, u.sync_off, u.sync_mode),
+            (8, 16, 28),
+            "`struct io_sync {{ file; loff_t len; loff_t off; int flags; int mode; }}`"
+        );
+        assert_eq!(
+            u.cmd_sqe, 8,
+            "`struct io_uring_cmd` (not the function) starts `{{ file; sqe; }}`"
+        );
     }
 
     #[test]

@@ -264,7 +264,7 @@ fn dd_over_a_loop_device_holding_a_filesystem_is_killed() {
         .unwrap()
         .contains(&Value::from("T1561.001")));
     // At most the first 64 KiB write went through: the rest of the device is untouched.
-    let backing = std::fs::read(sandbox.path().join("disk.img")).unwrap();
+    let backing = std::fs::read(&disk.backing).unwrap();
     let zeroed_from_start = backing.iter().take_while(|&&b| b == 0).count();
     assert!(
         zeroed_from_start <= 64 * 1024 * 2,
@@ -289,8 +289,7 @@ fn erasing_a_loop_device_holding_a_filesystem_is_killed_at_the_first_call() {
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-E", "nodiscard"])
         .arg(&disk.device));
-    let backing = sandbox.path().join("disk.img");
-    let content = || std::fs::read(&backing).expect("read backing file");
+    let content = || std::fs::read(&disk.backing).expect("read backing file");
     // The ext4 magic, 0xEF53, at 1024 + 56.
     assert_eq!(content()[1080..1082], [0x53, 0xef]);
     let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));

@@ -319,11 +319,16 @@ pub fn run(command: &mut Command) -> u32 {
 /// Detached when dropped.
 pub struct LoopDevice {
     pub device: PathBuf,
+    /// The file the device reads and writes, in the sandbox.
+    pub backing: PathBuf,
 }
 
 impl LoopDevice {
     pub fn new(sandbox: &Sandbox, mib: u64) -> LoopDevice {
-        let backing = sandbox.path().join("disk.img");
+        let backing = (0..)
+            .map(|n| sandbox.path().join(format!("disk{n}.img")))
+            .find(|path| !path.exists())
+            .expect("a free name");
         let file = std::fs::File::create(&backing).expect("create backing file");
         file.set_len(mib << 20).expect("size backing file");
         let out = Command::new("losetup")
@@ -337,7 +342,7 @@ impl LoopDevice {
             String::from_utf8_lossy(&out.stderr)
         );
         let device = PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim());
-        LoopDevice { device }
+        LoopDevice { device, backing }
     }
 
     /// `loop3` for `/dev/loop3`.
