@@ -6,6 +6,8 @@ use crate::{assert_record_layout, path::RawPath, EventHeader, TaskInfo};
 pub const IORING_OP_RENAMEAT: u8 = 35;
 /// `IORING_OP_UNLINKAT`: io_uring's `unlinkat`.
 pub const IORING_OP_UNLINKAT: u8 = 36;
+/// `IORING_OP_FTRUNCATE` (Linux 6.9): io_uring's `ftruncate`.
+pub const IORING_OP_FTRUNCATE: u8 = 55;
 
 /// Which call removed the entry, as recorded in [`RawDeletion::op`].
 #[repr(u32)]
@@ -138,6 +140,10 @@ pub enum TruncateOp {
     Ftruncate = 2,
     /// `open`/`openat`/`openat2` with `O_TRUNC` of a regular file that existed.
     OpenTrunc = 3,
+    /// An io_uring `IORING_OP_FTRUNCATE` request that shrinks a file,
+    /// recorded as it is submitted (a registered file) or starts (a plain
+    /// fd).
+    IoUringFtruncate = 4,
 }
 
 impl TruncateOp {
@@ -146,6 +152,7 @@ impl TruncateOp {
             1 => Self::Truncate,
             2 => Self::Ftruncate,
             3 => Self::OpenTrunc,
+            4 => Self::IoUringFtruncate,
             _ => return None,
         })
     }
@@ -155,14 +162,21 @@ impl TruncateOp {
             Self::Truncate => "truncate",
             Self::Ftruncate => "ftruncate",
             Self::OpenTrunc => "open_trunc",
+            Self::IoUringFtruncate => "io_uring_ftruncate",
         }
+    }
+
+    /// As [`DeleteOp::is_io_uring`].
+    pub const fn is_io_uring(self) -> bool {
+        matches!(self, Self::IoUringFtruncate)
     }
 }
 
 /// `size_before` when the probe could not know it.
 pub const SIZE_UNKNOWN: i64 = -1;
 
-/// A truncation, recorded at syscall exit. Data: `path`.
+/// A truncation, recorded at syscall exit (an io_uring request: before it
+/// runs). Data: `path`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawTruncate {

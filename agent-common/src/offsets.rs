@@ -188,6 +188,8 @@ pub struct IoUringOffsets {
     pub cmd_sqe: u32,
     /// `io_uring_cmd.cmd_op`: which command
     pub cmd_op: u32,
+    /// `io_ftrunc.len`: the length an `ftruncate` request cuts a file to
+    pub ftrunc_len: u32,
 }
 
 impl KernelOffsets {
@@ -196,4 +198,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 336);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 340);

@@ -1,5 +1,6 @@
 //! Destroying files through the filesystem: `unlink`, `unlinkat`, `rmdir`,
-//! `rename*`, `truncate` and `ftruncate`.
+//! `rename*`, `truncate` and `ftruncate` (and the records open files'
+//! truncations share, see `open` and `io_uring`).
 //!
 //! Entry probes stop a marked session's processes (see
 //! `guard::check_marked`); exits read the arguments from the entry
@@ -161,4 +162,18 @@ pub fn truncate_exit(ctx: TracePointContext) -> u32 {
     fixed.path = path;
     record.submit();
     0
+}
+
+/// Records a truncation of the open `file` (the path is the file's own).
+#[inline(always)]
+pub fn report_file_truncation(file: u64, op: TruncateOp, ret: i64, length: i64, size_before: i64, o: &KernelOffsets) {
+    let Some(record) = Record::<RawTruncate>::start(EventKind::Truncate, o) else { return };
+    let path = record.push_file_path(file, o);
+    let fixed = record.fixed();
+    fixed.ret = ret;
+    fixed.op = op as u32;
+    fixed.length = length;
+    fixed.size_before = size_before;
+    fixed.path = path;
+    record.submit();
 }

@@ -1,15 +1,16 @@
 //! Destroying files and disks through io_uring. Its requests run in the
 //! kernel (inline or in its io workers) and never pass the syscalls `fs` and
-//! `block` hook, so unlinks, renames, and writes to and erasures of block
-//! devices (an erasing `fallocate`, a discard command) are caught as they
-//! are submitted (one on a plain fd as it runs, see below):
+//! `block` hook, so unlinks, renames, shrinking `ftruncate`s, and writes to
+//! and erasures of block devices (an erasing `fallocate`, a discard
+//! command) are caught as they are submitted (one on a plain fd as it
+//! runs, see below):
 //! recorded, counted or checked by the guard and stopped there, from the
 //! kernel's copy of their arguments (made before this probe runs, so the
 //! caller cannot change it under the probe).
 //!
-//! The file a device request names by a plain fd is looked up where the
-//! kernel looks it up, as the request runs (`io_uring_file_get`). A
-//! registered file, and
+//! The file a device request or an `ftruncate` names by a plain fd is
+//! looked up where the kernel looks it up, as the request runs
+//! (`io_uring_file_get`). A registered file, and
 //! the directory fd a deletion or rename is relative to, have no such
 //! tracepoint: they are looked up here, at submission, and the kernel looks
 //! again when the request runs. A request linked after one that fills that
@@ -28,7 +29,7 @@ use agent_common::{
         BlockWriteOp, BLOCK_URING_CMD_DISCARD, IORING_OP_FALLOCATE, IORING_OP_URING_CMD, IORING_OP_WRITE,
         IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED,
     },
-    fs::{DeleteOp, RenameOp, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
+    fs::{DeleteOp, RenameOp, TruncateOp, IORING_OP_FTRUNCATE, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
     guard::GuardHook,
     IoUringOffsets, KernelOffsets,
 };
@@ -36,8 +37,8 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
     block::{position, record_if_block_device, Size, Write, FALLOC_ERASING},
-    files::fd_file,
-    fs::{report_deletion, report_rename, AT_REMOVEDIR},
+    files::{fd_file, Inode},
+    fs::{report_deletion, report_file_truncation, report_rename, AT_REMOVEDIR},
     guard,
     kernel::{read_u32, read_u64, Btf},
     maps::offsets,
@@ -73,13 +74,17 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
             guard::check_marked(GuardHook::DestructiveCall);
             renameat(req, u, o);
         }
+        // A plain fd's request is checked where the kernel looks the fd up
+        // (`io_uring_file_get`); a registered file's only here.
+        IORING_OP_FTRUNCATE => {
+            if let Some((_, file)) = registered(req, u) {
+                ftruncate(req, file, o);
+            }
+        }
         _ => {
-            // A plain fd's request is checked where the kernel looks the fd
-            // up (`io_uring_file_get`); a registered file's only here.
             let Some(request) = device_request(req, opcode, u) else { return 0 };
-            if read_u64(req, u.flags) & REQ_F_FIXED_FILE != 0 {
-                let index = read_u32(req, u.fd);
-                write(request, registered_file(req, index, u), index, true, o);
+            if let Some((index, file)) = registered(req, u) {
+                write(request, file, index, true, o);
             }
         }
     }
@@ -94,9 +99,15 @@ pub fn io_uring_file_get(ctx: RawTracePointContext) -> u32 {
     let req: u64 = ctx.arg(0);
     let o = offsets();
     let u = &o.io_uring;
-    let Some(request) = device_request(req, opcode(req, u), u) else { return 0 };
     let fd: u64 = ctx.arg(1);
-    write(request, fd_file(Btf::current_task(), as_int(fd), o), fd as u32, false, o);
+    let file = || fd_file(Btf::current_task(), as_int(fd), o);
+    let opcode = opcode(req, u);
+    if opcode == IORING_OP_FTRUNCATE {
+        ftruncate(req, file(), o);
+        return 0;
+    }
+    let Some(request) = device_request(req, opcode, u) else { return 0 };
+    write(request, file(), fd as u32, false, o);
     0
 }
 
@@ -152,6 +163,30 @@ fn device_request(req: u64, opcode: u8, u: &IoUringOffsets) -> Option<DeviceRequ
 fn write(request: DeviceRequest, file: u64, fd: u32, fd_registered: bool, o: &KernelOffsets) {
     let DeviceRequest { op, size, pos } = request;
     record_if_block_device(Write { op, file, fd, fd_registered, size, pos }, o);
+}
+
+/// An `ftruncate` request to `file`: as the syscall's, recorded and
+/// checked by the guard when it shrinks the file.
+#[inline(always)]
+fn ftruncate(req: u64, file: u64, o: &KernelOffsets) {
+    let length = read_u64(req, o.io_uring.ftrunc_len) as i64;
+    let Some(inode) = Inode::of(file, o) else { return };
+    let size = inode.size(o);
+    if length < size {
+        guard::check_marked(GuardHook::DestructiveCall);
+        report_file_truncation(file, TruncateOp::IoUringFtruncate, 0, length, size, o);
+    }
+}
+
+/// The registered file a request names (`IOSQE_FIXED_FILE`), with its
+/// index; `None` for a plain fd.
+#[inline(always)]
+fn registered(req: u64, u: &IoUringOffsets) -> Option<(u32, u64)> {
+    if read_u64(req, u.flags) & REQ_F_FIXED_FILE == 0 {
+        return None;
+    }
+    let index = read_u32(req, u.fd);
+    Some((index, registered_file(req, index, u)))
 }
 
 /// The file registered at `index` in the request's ring (`io_slot_file`),

@@ -9,7 +9,7 @@
 
 use agent_common::{
     block::RawBlockOpen,
-    fs::{RawTruncate, TruncateOp, SIZE_UNKNOWN},
+    fs::{TruncateOp, SIZE_UNKNOWN},
     guard::GuardHook,
     EventKind, KernelOffsets,
 };
@@ -17,6 +17,7 @@ use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::Trace
 
 use crate::{
     files::{fd_file, Inode, S_IFBLK, S_IFREG},
+    fs::report_file_truncation,
     guard,
     kernel::{read_u32, Btf},
     maps::offsets,
@@ -74,7 +75,7 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
     match inode.file_type(o) {
         S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, o),
         S_IFREG if flags & O_TRUNC != 0 => {
-            open_trunc(fd, file, o);
+            report_file_truncation(file, TruncateOp::OpenTrunc, fd, 0, SIZE_UNKNOWN, o);
             guard::check_marked(GuardHook::DestructiveCall);
         }
         _ => {}
@@ -90,19 +91,6 @@ fn block_open(fd: i64, flags: u64, file: u64, inode: Inode, o: &KernelOffsets) {
     fixed.ret = fd;
     fixed.dev = inode.rdev(o);
     fixed.flags = flags as u32;
-    fixed.path = path;
-    record.submit();
-}
-
-#[inline(always)]
-fn open_trunc(fd: i64, file: u64, o: &KernelOffsets) {
-    let Some(record) = Record::<RawTruncate>::start(EventKind::Truncate, o) else { return };
-    let path = record.push_file_path(file, o);
-    let fixed = record.fixed();
-    fixed.ret = fd;
-    fixed.op = TruncateOp::OpenTrunc as u32;
-    fixed.length = 0;
-    fixed.size_before = SIZE_UNKNOWN;
     fixed.path = path;
     record.submit();
 }

@@ -6,6 +6,9 @@
 //!   itself (`AT_REMOVEDIR`).
 //! - `io_uring_attack mv DIR TARGET` renames every entry of `DIR` into
 //!   `TARGET` (`IORING_OP_RENAMEAT`).
+//! - `io_uring_attack truncate [--registered] DIR` cuts every file in `DIR`
+//!   to nothing (`IORING_OP_FTRUNCATE`), each opened first, or registered
+//!   with the ring.
 //! - `io_uring_attack wipe [--registered | --linked-open] [--vectored |
 //!   --fixed-buffer | --punch-hole | --zero-range | --discard] DEVICE`
 //!   writes [`WIPE_WRITES`] blocks of zeros from the start of `DEVICE`
@@ -44,6 +47,8 @@ fn main() -> anyhow::Result<()> {
     let (failed, total) = match args.as_slice() {
         ["rm", dir] => remove(Path::new(dir))?,
         ["mv", dir, target] => rename(Path::new(dir), Path::new(target))?,
+        ["truncate", dir] => truncate(Path::new(dir), false)?,
+        ["truncate", "--registered", dir] => truncate(Path::new(dir), true)?,
         ["wipe", flags @ .., device] => {
             let file = match (flags.contains(&"--registered"), flags.contains(&"--linked-open")) {
                 (false, false) => File::Opened,
@@ -66,7 +71,7 @@ fn main() -> anyhow::Result<()> {
             wipe(Path::new(device), file, how)?
         }
         _ => bail!(
-            "usage: io_uring_attack rm DIR | mv DIR TARGET | \
+            "usage: io_uring_attack rm DIR | mv DIR TARGET | truncate [--registered] DIR | \
              wipe [--registered | --linked-open] \
              [--vectored | --fixed-buffer | --punch-hole | --zero-range | --discard] DEVICE"
         ),
@@ -118,6 +123,35 @@ fn rename(dir: &Path, target: &Path) -> anyhow::Result<(usize, usize)> {
         .map(|name| opcode::RenameAt::new(from, name.as_ptr(), to, name.as_ptr()).build())
         .collect();
     Ok((run(&mut ring()?, &requests)?, requests.len()))
+}
+
+fn truncate(dir: &Path, registered: bool) -> anyhow::Result<(usize, usize)> {
+    let files = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .map(|entry| {
+            let path = entry?.path();
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("open {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ring = &mut ring()?;
+    let fds: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();
+    if registered {
+        ring.submitter()
+            .register_files(&fds)
+            .context("register the files")?;
+    }
+    let requests: Vec<squeue::Entry> = fds
+        .iter()
+        .enumerate()
+        .map(|(i, &fd)| match registered {
+            true => opcode::Ftruncate::new(types::Fixed(i as u32), 0).build(),
+            false => opcode::Ftruncate::new(types::Fd(fd), 0).build(),
+        })
+        .collect();
+    Ok((run(ring, &requests)?, requests.len()))
 }
 
 /// Which request a wipe writes or erases with.

@@ -84,7 +84,7 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             })?;
             let (path, path_complete) = data.path(&raw.path)?;
             let size_before = (raw.size_before != SIZE_UNKNOWN).then_some(raw.size_before.max(0) as u64);
-            let outcome = Outcome::from_ret(raw.ret);
+            let outcome = Outcome::of(raw.ret, op.is_io_uring());
             (
                 raw.task,
                 EventBody::Truncate {

@@ -197,6 +197,7 @@ impl KernelBtf {
             sync_mode: command("io_sync", "mode")?,
             cmd_sqe: command("io_uring_cmd", "sqe")?,
             cmd_op: command("io_uring_cmd", "cmd_op")?,
+            ftrunc_len: command("io_ftrunc", "len")?,
         })
     }
 }
@@ -272,6 +273,7 @@ mod tests {
             (8, 16, 28),
             "`struct io_sync {{ file; loff_t len; loff_t off; int flags; int mode; }}`"
         );
+        assert_eq!(u.ftrunc_len, 8, "`struct io_ftrunc {{ file; loff_t len; }}`");
         assert_eq!(
             u.cmd_sqe, 8,
             "`struct io_uring_cmd` (not the function) starts `{{ file; sqe; }}`"

@@ -1,7 +1,8 @@
 //! Destruction through io_uring, which never passes the syscalls the other
-//! probes hook: `examples/io_uring_attack.rs` deletes, renames and wipes
-//! with `IORING_OP_UNLINKAT`, `IORING_OP_RENAMEAT`, `IORING_OP_WRITE`,
-//! `IORING_OP_WRITEV`, `IORING_OP_FALLOCATE` and a discard command.
+//! probes hook: `examples/io_uring_attack.rs` deletes, renames, truncates
+//! and wipes with `IORING_OP_UNLINKAT`, `IORING_OP_RENAMEAT`,
+//! `IORING_OP_FTRUNCATE`, `IORING_OP_WRITE`, `IORING_OP_WRITEV`,
+//! `IORING_OP_FALLOCATE` and a discard command.
 
 use std::{
     collections::BTreeSet,
@@ -16,7 +17,7 @@ use agent_common::{
         IORING_OP_FALLOCATE, IORING_OP_URING_CMD, IORING_OP_WRITE, IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED,
         IORING_OP_WRITE_FIXED,
     },
-    fs::{IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
+    fs::{IORING_OP_FTRUNCATE, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
 };
 use serde_json::Value;
 
@@ -45,6 +46,7 @@ fn the_probes_opcodes_are_the_kernels() {
     use ::io_uring::opcode;
     assert_eq!(IORING_OP_UNLINKAT, opcode::UnlinkAt::CODE);
     assert_eq!(IORING_OP_RENAMEAT, opcode::RenameAt::CODE);
+    assert_eq!(IORING_OP_FTRUNCATE, opcode::Ftruncate::CODE);
     assert_eq!(IORING_OP_WRITE, opcode::Write::CODE);
     assert_eq!(IORING_OP_WRITE_FIXED, opcode::WriteFixed::CODE);
     assert_eq!(IORING_OP_WRITEV, opcode::Writev::CODE);
@@ -145,6 +147,63 @@ fn io_uring_deletions_and_renames_are_recorded_with_their_paths() {
             (&true.into(), &true.into()),
             "{e}"
         );
+    }
+    agent.stop();
+}
+
+/// A shrinking `ftruncate` through io_uring is a truncation, recorded with
+/// the file's path and size once per request, by plain fd and by
+/// registered file; one that does not shrink is not.
+#[test]
+fn io_uring_truncations_are_recorded_with_their_paths_and_sizes() {
+    let sandbox = Sandbox::new();
+    let names: [&[u8]; 3] = [b"a", b"line\nbreak", b"bad-\xff-utf8"];
+    let agent = Agent::start(&sandbox);
+
+    for (i, flags) in [&[][..], &["--registered"][..]].into_iter().enumerate() {
+        let dir = sandbox.path().join(format!("files{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        let mut expected = BTreeSet::new();
+        for (size, name) in names.iter().enumerate() {
+            let path = dir.join(OsStr::from_bytes(name));
+            // The first file is empty already: cutting it shrinks nothing.
+            std::fs::write(&path, vec![b'x'; size * 1000]).unwrap();
+            if size > 0 {
+                expected.insert((path.as_os_str().as_bytes().to_vec(), size as u64 * 1000));
+            }
+        }
+        let pid = run(Command::new(io_uring_attack())
+            .arg("truncate")
+            .args(flags)
+            .arg(&dir));
+
+        for name in names {
+            let len = std::fs::metadata(dir.join(OsStr::from_bytes(name)))
+                .unwrap()
+                .len();
+            assert_eq!(len, 0, "{flags:?}: the example did its work");
+        }
+        let truncations: Vec<Value> = agent
+            .everything_until_now(&sandbox)
+            .into_iter()
+            .filter(|e| e["type"] == "truncate" && e["process"]["pid"] == pid)
+            .collect();
+        let seen: BTreeSet<(Vec<u8>, u64)> = truncations
+            .iter()
+            .map(|e| (path_of(e), e["size_before"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            (truncations.len(), seen),
+            (expected.len(), expected),
+            "{flags:?}: {truncations:#?}"
+        );
+        for e in &truncations {
+            assert_eq!(
+                (&e["op"], &e["length"], &e["result"]),
+                (&"io_uring_ftruncate".into(), &0.into(), &"submitted".into()),
+                "{e}"
+            );
+        }
     }
     agent.stop();
 }
