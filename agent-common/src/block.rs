@@ -60,6 +60,13 @@ pub enum BlockWriteOp {
     IoUringFallocate = 11,
     /// io_uring's discard command (`BLOCK_URING_CMD_DISCARD`).
     IoUringDiscard = 12,
+    /// `sendfile` to the device.
+    Sendfile = 13,
+    /// `splice` from a pipe to the device.
+    Splice = 14,
+    /// `mmap` of the device, shared and writable: the writes are stores to
+    /// memory the kernel writes back.
+    Mmap = 15,
 }
 
 impl BlockWriteOp {
@@ -77,6 +84,9 @@ impl BlockWriteOp {
             10 => Self::Fallocate,
             11 => Self::IoUringFallocate,
             12 => Self::IoUringDiscard,
+            13 => Self::Sendfile,
+            14 => Self::Splice,
+            15 => Self::Mmap,
             _ => return None,
         })
     }
@@ -95,12 +105,16 @@ impl BlockWriteOp {
             Self::Fallocate => "fallocate",
             Self::IoUringFallocate => "io_uring_fallocate",
             Self::IoUringDiscard => "io_uring_discard",
+            Self::Sendfile => "sendfile",
+            Self::Splice => "splice",
+            Self::Mmap => "mmap",
         }
     }
 }
 
-/// A `write`, `pwrite64`, `writev`, `pwritev` or `pwritev2` on a block device,
-/// or a call that erases a range of one without writing it (the
+/// A `write`, `pwrite64`, `writev`, `pwritev`, `pwritev2`, `sendfile` or
+/// `splice` to a block device, a shared writable `mmap` of one, or a call
+/// that erases a range of one without writing it (the
 /// `BLKDISCARD`, `BLKSECDISCARD` and `BLKZEROOUT` ioctls, an erasing
 /// `fallocate`), recorded at syscall entry, before it runs: every write on
 /// the host would otherwise pay a second (exit) probe for the few that hit a

@@ -1,6 +1,8 @@
 //! Write syscalls on block devices: `write`, `pwrite64`, `writev`, `pwritev`,
-//! `pwritev2` (and the record and check io_uring's writes share, see
-//! `io_uring`), and the calls that erase a range of a device without
+//! `pwritev2`, `sendfile`, `splice` (and the record and check io_uring's
+//! writes share, see `io_uring`), a shared writable `mmap` of a device
+//! (its writes are stores, no call at all), and the calls that erase a
+//! range of a device without
 //! writing it: the `BLKDISCARD`, `BLKSECDISCARD` and `BLKZEROOUT` ioctls
 //! (what `blkdiscard` makes) and an erasing `fallocate`. An SSD discards a
 //! whole disk in seconds.
@@ -113,6 +115,40 @@ pub fn fallocate_enter(ctx: TracePointContext) -> u32 {
         return 0;
     }
     syscall_write(BlockWriteOp::Fallocate, arg(&ctx, 0), Size::Count(arg(&ctx, 3)), Some(arg(&ctx, 2)));
+    0
+}
+
+/// `sendfile(out_fd, in_fd, offset, count)`: writes at `out_fd`'s position.
+#[tracepoint]
+pub fn sendfile_enter(ctx: TracePointContext) -> u32 {
+    syscall_write(BlockWriteOp::Sendfile, arg(&ctx, 0), Size::Count(arg(&ctx, 3)), None);
+    0
+}
+
+/// `splice(fd_in, off_in, fd_out, off_out, len, flags)`: writes at
+/// `*off_out`, or `fd_out`'s position when that is null.
+#[tracepoint]
+pub fn splice_enter(ctx: TracePointContext) -> u32 {
+    let at = arg(&ctx, 3);
+    // Read only when given; unreadable, the call fails with `EFAULT`.
+    let pos = if at == 0 { None } else { Some(unsafe { bpf_probe_read_user(at as *const u64) }.unwrap_or(0)) };
+    syscall_write(BlockWriteOp::Splice, arg(&ctx, 2), Size::Count(arg(&ctx, 4)), pos);
+    0
+}
+
+/// From `<sys/mman.h>`. `MAP_SHARED_VALIDATE` (3) has `MAP_SHARED`'s bit.
+const PROT_WRITE: u64 = 0x2;
+const MAP_SHARED: u64 = 0x1;
+
+/// `mmap(addr, len, prot, flags, fd, off)`: a mapping that is shared and
+/// writable writes through to its file. Every other `mmap` (private ones:
+/// each program's libraries) costs two compares.
+#[tracepoint]
+pub fn mmap_enter(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 2) & PROT_WRITE == 0 || arg(&ctx, 3) & MAP_SHARED == 0 {
+        return 0;
+    }
+    syscall_write(BlockWriteOp::Mmap, arg(&ctx, 4), Size::Count(arg(&ctx, 1)), Some(arg(&ctx, 5)));
     0
 }
 

@@ -5,7 +5,7 @@ use std::{ffi::OsStr, os::unix::ffi::OsStrExt, process::Command};
 
 use serde_json::Value;
 
-use crate::support::{path_of, run, run_in, Agent, LoopDevice, Mount, Sandbox, ERASE, ERASURES};
+use crate::support::{path_of, run, run_in, Agent, LoopDevice, Mount, Sandbox, WIPE, WIPES};
 
 fn by_pid(pid: u32) -> impl Fn(&Value) -> bool {
     move |e: &Value| e["process"]["pid"] == pid
@@ -178,21 +178,23 @@ fn vectored_writes_to_a_loop_device_count_all_their_iovecs() {
     agent.stop();
 }
 
-/// The calls that erase a device without writing to it (`blkdiscard`'s
-/// three ioctls, an erasing `fallocate`) are raw writes of the range they
-/// erase, each recorded once as it starts: even one the device refuses
-/// (a loop device has no secure discard).
+/// The other ways to destroy a device than `write` (`blkdiscard`'s three
+/// ioctls, an erasing `fallocate`, `sendfile`, `splice`, a shared writable
+/// mapping) are raw writes of the range they destroy, recorded as each
+/// call starts: even one the device refuses (a loop device has no secure
+/// discard).
 #[test]
-fn ioctls_and_fallocates_that_erase_a_loop_device_are_raw_writes() {
+fn every_way_to_wipe_a_loop_device_without_write_is_a_raw_write() {
+    const SIZE: u64 = 4 << 20;
     let sandbox = Sandbox::new();
     let disk = LoopDevice::new(&sandbox, 4);
     let agent = Agent::start(&sandbox);
 
-    let pids: Vec<(u32, &str, &str)> = ERASURES
+    let pids: Vec<(u32, &str, &str)> = WIPES
         .iter()
         .map(|&(how, op)| {
             let mut child = Command::new("python3")
-                .args(["-c", ERASE, how])
+                .args(["-c", WIPE, how])
                 .arg(&disk.device)
                 .spawn()
                 .expect("spawn python3");
@@ -205,18 +207,22 @@ fn ioctls_and_fallocates_that_erase_a_loop_device_are_raw_writes() {
 
     let everything = agent.everything_until_now(&sandbox);
     for (pid, how, op) in pids {
-        let erasures: Vec<&Value> = everything
+        let wipes: Vec<&Value> = everything
             .iter()
             .filter(|e| by_pid(pid)(e) && of_type("block_write")(e))
             .collect();
-        assert_eq!(erasures.len(), 1, "{how}: {erasures:#?}");
-        let e = erasures[0];
-        assert_eq!(
-            (&e["op"], &e["offset"], &e["bytes"]),
-            (&op.into(), &0.into(), &(4u64 << 20).into()),
-            "{how}: {e}"
-        );
-        assert_eq!(e["device"]["name"], disk.name(), "{how}: {e}");
+        // `splice` goes through a pipe: a call per pipeful, one after
+        // another. The others take the device in one call.
+        let mut end = 0;
+        for e in &wipes {
+            assert_eq!((&e["op"], &e["offset"]), (&op.into(), &end.into()), "{how}: {e}");
+            assert_eq!(e["device"]["name"], disk.name(), "{how}: {e}");
+            end += e["bytes"].as_u64().unwrap();
+        }
+        assert_eq!(end, SIZE, "{how}: {wipes:#?}");
+        if how != "splice" {
+            assert_eq!(wipes.len(), 1, "{how}: {wipes:#?}");
+        }
     }
     agent.stop();
 }

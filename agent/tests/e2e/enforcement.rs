@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::support::{
     count_files, in_login_session, in_login_session_with_env, run, test_policy, Agent, LoopDevice, Sandbox,
-    ERASE, ERASURES,
+    WIPE, WIPES,
 };
 
 const LIMIT: usize = 100;
@@ -273,33 +273,34 @@ fn dd_over_a_loop_device_holding_a_filesystem_is_killed() {
     agent.stop();
 }
 
-/// Erasing a protected device without writing to it is stopped as a
-/// write is: the caller dies at the first call's entry. The pending SIGKILL
-/// ends the ioctls before they erase a byte; a block device's `fallocate`
-/// does not look at signals (Linux 6.18), so that first call completes, as
-/// an `unlink` does, and nothing after it.
+/// Wiping a protected device without `write` is stopped as `write` is:
+/// the caller dies at the first call's entry. The pending SIGKILL ends the
+/// ioctls before they erase a byte, and `sendfile` and `splice` before they
+/// copy one; a shared mapping is never stored to. A block device's
+/// `fallocate` does not look at signals (Linux 6.18), so that first call
+/// completes, as an `unlink` does, and nothing after it.
 #[test]
-fn erasing_a_loop_device_holding_a_filesystem_is_killed_at_the_first_call() {
+fn wiping_a_loop_device_holding_a_filesystem_without_write_is_killed_at_the_first_call() {
     const MIB: usize = 1 << 20;
     let sandbox = Sandbox::new();
     let disk = LoopDevice::new(&sandbox, 32);
     // A pattern under the filesystem, kept where it has no metadata, so
-    // that an erasure shows anywhere.
+    // that zeros or an erasure show anywhere.
     std::fs::write(&disk.device, vec![0xaa; 32 * MIB]).expect("fill device");
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-E", "nodiscard"])
         .arg(&disk.device));
-    let content = || std::fs::read(&disk.backing).expect("read backing file");
+    let content = || std::fs::read(&disk.device).expect("read device");
     // The ext4 magic, 0xEF53, at 1024 + 56.
     assert_eq!(content()[1080..1082], [0x53, 0xef]);
     let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
 
-    for (how, op) in ERASURES {
+    for (how, op) in WIPES {
         let before = content();
-        let script = format!("exec python3 -c '{ERASE}' {how} {} {MIB}", disk.device.display());
+        let script = format!("exec python3 -c '{WIPE}' {how} {} {MIB}", disk.device.display());
         let (status, session) = in_login_session(sandbox.path(), &script);
 
-        assert!(killed(status), "{how}: the eraser must be killed: {status:?}");
+        assert!(killed(status), "{how}: the wiper must be killed: {status:?}");
         let after = content();
         let spared = if op == "fallocate" { 31 * MIB } else { 32 * MIB };
         assert!(

@@ -361,37 +361,62 @@ impl Drop for LoopDevice {
     }
 }
 
-/// How [`ERASE`] erases a whole device, with the `op` its record carries.
-pub const ERASURES: [(&str, &str); 5] = [
+/// The ways [`WIPE`] destroys a device without `write`, with the `op` its
+/// records carry.
+pub const WIPES: [(&str, &str); 8] = [
     ("discard", "blkdiscard"),
     ("secure-discard", "blksecdiscard"),
     ("zero-out", "blkzeroout"),
     ("punch-hole", "fallocate"),
     ("zero-range", "fallocate"),
+    ("sendfile", "sendfile"),
+    ("splice", "splice"),
+    ("mmap", "mmap"),
 ];
 
-/// `python3 -c ERASE HOW DEVICE [CHUNK]` erases all of `DEVICE` the way
-/// `HOW` (see [`ERASURES`]) says, without writing to it: what `blkdiscard`
-/// and `fallocate` do, from a program no command rule knows. One call per
-/// `CHUNK` bytes (default: the whole device), from the end back to the
-/// start. It exits 3 when the device does not support that way (a loop
-/// device has no secure discard).
-pub const ERASE: &str = r#"
-import ctypes, errno, fcntl, os, struct, sys
+/// `python3 -c WIPE HOW DEVICE [CHUNK]` zeroes or erases all of `DEVICE`
+/// the way `HOW` (see [`WIPES`]) says, never with `write`: `blkdiscard`'s
+/// ioctls, `fallocate`, zeros sent or spliced from a memfd, or stored
+/// through a shared mapping. From a program no command rule knows, one
+/// call (or mapping) per `CHUNK` bytes (default: the whole device), from
+/// the end back to the start. It exits 3 when the device does not support
+/// that way (a loop device has no secure discard).
+pub const WIPE: &str = r#"
+import ctypes, errno, fcntl, mmap, os, struct, sys
 how, device = sys.argv[1], sys.argv[2]
-fd = os.open(device, os.O_WRONLY)
+fd = os.open(device, os.O_RDWR)
 size = os.lseek(fd, 0, os.SEEK_END)
 chunk = int(sys.argv[3]) if len(sys.argv) > 3 else size
+zeros = os.memfd_create("zeros")
+os.ftruncate(zeros, chunk)
 ioctls = {"discard": 0x1277, "secure-discard": 0x127D, "zero-out": 0x127F}
 modes = {"punch-hole": 0x02 | 0x01, "zero-range": 0x10}
 fallocate = ctypes.CDLL(None, use_errno=True).fallocate
 fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+
+def wipe(start):
+    if how in ioctls:
+        fcntl.ioctl(fd, ioctls[how], struct.pack("QQ", start, chunk))
+    elif how in modes:
+        if fallocate(fd, modes[how], start, chunk) != 0:
+            raise OSError(ctypes.get_errno(), how)
+    elif how == "mmap":
+        with mmap.mmap(fd, chunk, offset=start) as m:
+            m[:] = bytes(chunk)
+    elif how == "sendfile":
+        os.lseek(fd, start, os.SEEK_SET)
+        assert os.sendfile(fd, zeros, 0, chunk) == chunk
+    else:
+        os.lseek(fd, start, os.SEEK_SET)
+        pipe_out, pipe_in = os.pipe()
+        done = 0
+        while done < chunk:
+            piped = os.splice(zeros, pipe_in, chunk - done, offset_src=done)
+            done += os.splice(pipe_out, fd, piped)
+
 try:
     for start in range(size - chunk, -1, -chunk):
-        if how in ioctls:
-            fcntl.ioctl(fd, ioctls[how], struct.pack("QQ", start, chunk))
-        elif fallocate(fd, modes[how], start, chunk) != 0:
-            raise OSError(ctypes.get_errno(), how)
+        wipe(start)
 except OSError as e:
     sys.exit(3 if e.errno == errno.EOPNOTSUPP else 1)
 "#;
