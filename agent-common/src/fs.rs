@@ -138,7 +138,8 @@ assert_record_layout!(RawRename, 136);
 pub enum TruncateOp {
     Truncate = 1,
     Ftruncate = 2,
-    /// `open`/`openat`/`openat2` with `O_TRUNC` of a regular file that existed.
+    /// `open`, `openat`, `openat2` or `open_by_handle_at` with `O_TRUNC`,
+    /// or `creat`, of a regular file that existed.
     OpenTrunc = 3,
     /// An io_uring `IORING_OP_FTRUNCATE` request that shrinks a file,
     /// recorded as it is submitted (a registered file) or starts (a plain

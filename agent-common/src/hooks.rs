@@ -41,6 +41,8 @@ pub const ATTACHMENTS: &[(&str, Hook)] = &[
     ("open_exit", Hook::Syscall("sys_exit_open")),
     ("open_exit", Hook::Syscall("sys_exit_openat")),
     ("open_exit", Hook::Syscall("sys_exit_openat2")),
+    ("open_exit", Hook::Syscall("sys_exit_creat")),
+    ("open_exit", Hook::Syscall("sys_exit_open_by_handle_at")),
     ("write_enter", Hook::Syscall("sys_enter_write")),
     ("pwrite64_enter", Hook::Syscall("sys_enter_pwrite64")),
     ("writev_enter", Hook::Syscall("sys_enter_writev")),

@@ -19,7 +19,7 @@ pub struct SyscallNumbers {
     pub ftruncate: i32,
     pub open: i32,
     pub openat2: i32,
-    pub _pad: i32,
+    pub creat: i32,
 }
 
 impl SyscallNumbers {
@@ -32,7 +32,7 @@ impl SyscallNumbers {
         ftruncate: -1,
         open: -1,
         openat2: -1,
-        _pad: 0,
+        creat: -1,
     };
 }
 

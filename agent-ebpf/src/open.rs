@@ -1,5 +1,6 @@
-//! `open`, `openat`, `openat2` with intent to write: a block device opened for
-//! writing, or an existing regular file opened with `O_TRUNC`.
+//! `open`, `openat`, `openat2`, `open_by_handle_at` and `creat` with intent
+//! to write: a block device opened for writing, or an existing regular file
+//! opened with `O_TRUNC` (which `creat` implies).
 //!
 //! Exit reads the flags from the entry registers (see `syscall`); an open
 //! that does not write costs it one register read. A truncating open by a
@@ -31,6 +32,8 @@ const O_RDWR: u64 = 0o2;
 const O_TRUNC: u64 = 0o1000;
 /// Flags of an open that may destroy: for writing, or truncating.
 const WRITING: u64 = O_WRONLY | O_RDWR | O_TRUNC;
+/// What `creat` opens with (and `O_CREAT`).
+const CREAT: u64 = O_WRONLY | O_TRUNC;
 /// `FMODE_CREATED` from `<linux/fs.h>`: this open created the file.
 const FMODE_CREATED: u32 = 1 << 20;
 
@@ -46,7 +49,9 @@ pub fn openat2_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// At `sys_exit_open`, `sys_exit_openat` and `sys_exit_openat2`.
+/// At `sys_exit_open`, `sys_exit_openat`, `sys_exit_openat2`,
+/// `sys_exit_creat` and `sys_exit_open_by_handle_at` (whose flags are its
+/// third argument, as `openat`'s).
 #[tracepoint]
 pub fn open_exit(ctx: TracePointContext) -> u32 {
     let fd = ret(&ctx);
@@ -58,6 +63,8 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
     let (nr, n) = (nr(&ctx), numbers());
     let flags = if nr == n.open {
         regs.arg(1, o)
+    } else if nr == n.creat {
+        CREAT
     } else if nr == n.openat2 {
         take(EventKind::BlockOpen).map_or(0, |call| call.args[0])
     } else {

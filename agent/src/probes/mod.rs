@@ -110,7 +110,7 @@ const SYSCALLS: SyscallNumbers = SyscallNumbers {
     ftruncate: libc::SYS_ftruncate as i32,
     open: libc::SYS_open as i32,
     openat2: libc::SYS_openat2 as i32,
-    _pad: 0,
+    creat: libc::SYS_creat as i32,
 };
 
 /// The event ring buffer's default size. The agent maps it twice (it wraps

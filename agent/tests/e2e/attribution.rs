@@ -1,7 +1,11 @@
 //! Who did it: sessions, jobs, ancestry, exec argv, and the other ways to
 //! destroy data (block devices, rename, truncation).
 
-use std::{ffi::OsStr, os::unix::ffi::OsStrExt, process::Command};
+use std::{
+    ffi::OsStr,
+    os::{fd::AsRawFd, unix::ffi::OsStrExt},
+    process::Command,
+};
 
 use serde_json::Value;
 
@@ -408,5 +412,68 @@ fn openat2_truncating_an_existing_file_is_reported() {
     assert_eq!(cut[0]["op"], "open_trunc");
     assert_eq!(cut[0]["path"], dir.join("existing").to_str().unwrap());
     assert_eq!(std::fs::metadata(dir.join("existing")).unwrap().len(), 0);
+    agent.stop();
+}
+
+/// `creat` truncates what exists, and `open_by_handle_at` opens by a
+/// handle instead of a path: both are opens with `O_TRUNC`, reported with
+/// the path of the file they cut.
+#[test]
+fn creat_and_open_by_handle_at_truncating_existing_files_are_reported() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path();
+    for name in ["created-over", "by-handle"] {
+        std::fs::write(dir.join(name), b"some bytes").unwrap();
+    }
+    let c_path = |name: &str| std::ffi::CString::new(dir.join(name).as_os_str().as_bytes()).unwrap();
+    let agent = Agent::start(&sandbox);
+
+    let fd = unsafe { libc::creat(c_path("created-over").as_ptr(), 0o644) };
+    assert!(fd >= 0, "creat: {}", std::io::Error::last_os_error());
+    unsafe { libc::close(fd) };
+
+    // `struct file_handle { u32 handle_bytes; int handle_type; u8 f_handle[]; }`.
+    let mut handle = [0u32; 34];
+    handle[0] = (std::mem::size_of_val(&handle) - 8) as u32;
+    let mut mount_id = 0i32;
+    let named = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            c_path("by-handle").as_ptr(),
+            handle.as_mut_ptr(),
+            &mut mount_id as *mut i32,
+            0,
+        )
+    };
+    assert_eq!(named, 0, "name_to_handle_at: {}", std::io::Error::last_os_error());
+    let mount = std::fs::File::open(dir).unwrap();
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            handle.as_ptr(),
+            libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
+        )
+    };
+    assert!(fd >= 0, "open_by_handle_at: {}", std::io::Error::last_os_error());
+    unsafe { libc::close(fd as i32) };
+
+    let cut = truncations_until_now(&agent, &sandbox, std::process::id());
+    let paths: Vec<(&str, &str)> = cut
+        .iter()
+        .map(|e| (e["op"].as_str().unwrap(), e["path"].as_str().unwrap()))
+        .collect();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    assert_eq!(
+        paths,
+        [
+            ("open_trunc", &*path("created-over")),
+            ("open_trunc", &*path("by-handle"))
+        ]
+    );
+    for name in ["created-over", "by-handle"] {
+        assert_eq!(std::fs::metadata(dir.join(name)).unwrap().len(), 0, "{name}");
+    }
     agent.stop();
 }
