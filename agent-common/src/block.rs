@@ -31,6 +31,8 @@ pub const IORING_OP_WRITEV_FIXED: u8 = 61;
 /// passthrough command (`IORING_OP_URING_CMD`), which on a block device is
 /// a discard ([`BLOCK_URING_CMD_DISCARD`]).
 pub const IORING_OP_FALLOCATE: u8 = 17;
+/// io_uring's `splice`: writes what a pipe holds to the request's file.
+pub const IORING_OP_SPLICE: u8 = 30;
 pub const IORING_OP_URING_CMD: u8 = 46;
 /// `_IO(0x12, 0)` from `<linux/fs.h>` (Linux 6.12): discard a range.
 pub const BLOCK_URING_CMD_DISCARD: u32 = 0x1200;
@@ -67,6 +69,8 @@ pub enum BlockWriteOp {
     /// `mmap` of the device, shared and writable: the writes are stores to
     /// memory the kernel writes back.
     Mmap = 15,
+    /// io_uring's `IORING_OP_SPLICE` to the device.
+    IoUringSplice = 16,
 }
 
 impl BlockWriteOp {
@@ -87,6 +91,7 @@ impl BlockWriteOp {
             13 => Self::Sendfile,
             14 => Self::Splice,
             15 => Self::Mmap,
+            16 => Self::IoUringSplice,
             _ => return None,
         })
     }
@@ -108,6 +113,7 @@ impl BlockWriteOp {
             Self::Sendfile => "sendfile",
             Self::Splice => "splice",
             Self::Mmap => "mmap",
+            Self::IoUringSplice => "io_uring_splice",
         }
     }
 }

@@ -190,6 +190,11 @@ pub struct IoUringOffsets {
     pub cmd_op: u32,
     /// `io_ftrunc.len`: the length an `ftruncate` request cuts a file to
     pub ftrunc_len: u32,
+    /// `io_splice.off_out`: where a `splice` request writes (-1: the file
+    /// position)
+    pub splice_off_out: u32,
+    /// `io_splice.len`: how much it moves
+    pub splice_len: u32,
 }
 
 impl KernelOffsets {
@@ -198,4 +203,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 340);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 348);

@@ -1,8 +1,8 @@
 //! Destroying files and disks through io_uring. Its requests run in the
 //! kernel (inline or in its io workers) and never pass the syscalls `fs` and
 //! `block` hook, so unlinks, renames, shrinking `ftruncate`s, and writes to
-//! and erasures of block devices (an erasing `fallocate`, a discard
-//! command) are caught as they are submitted (one on a plain fd as it
+//! (`write`, `splice`) and erasures of block devices (an erasing
+//! `fallocate`, a discard command) are caught as they are submitted (one on a plain fd as it
 //! runs, see below):
 //! recorded, counted or checked by the guard and stopped there, from the
 //! kernel's copy of their arguments (made before this probe runs, so the
@@ -26,8 +26,8 @@
 
 use agent_common::{
     block::{
-        BlockWriteOp, BLOCK_URING_CMD_DISCARD, IORING_OP_FALLOCATE, IORING_OP_URING_CMD, IORING_OP_WRITE,
-        IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED,
+        BlockWriteOp, BLOCK_URING_CMD_DISCARD, IORING_OP_FALLOCATE, IORING_OP_SPLICE, IORING_OP_URING_CMD,
+        IORING_OP_WRITE, IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED,
     },
     fs::{DeleteOp, RenameOp, TruncateOp, IORING_OP_FTRUNCATE, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
     guard::GuardHook,
@@ -107,6 +107,11 @@ pub fn io_uring_file_get(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let Some(request) = device_request(req, opcode, u) else { return 0 };
+    // A splice looks its input up here too: only the request's own file
+    // is written.
+    if fd as u32 != read_u32(req, u.fd) {
+        return 0;
+    }
     write(request, file(), fd as u32, false, o);
     0
 }
@@ -140,6 +145,10 @@ fn device_request(req: u64, opcode: u8, u: &IoUringOffsets) -> Option<DeviceRequ
                 }
                 _ => (BlockWriteOp::IoUringWrite, Size::Count(len), pos),
             }
+        }
+        IORING_OP_SPLICE => {
+            let size = Size::Count(read_u64(req, u.splice_len));
+            (BlockWriteOp::IoUringSplice, size, position(read_u64(req, u.splice_off_out)))
         }
         IORING_OP_FALLOCATE if read_u32(req, u.sync_mode) as u64 & FALLOC_ERASING != 0 => {
             let size = Size::Count(read_u64(req, u.sync_len));

@@ -10,10 +10,12 @@
 //!   to nothing (`IORING_OP_FTRUNCATE`), each opened first, or registered
 //!   with the ring.
 //! - `io_uring_attack wipe [--registered | --linked-open] [--vectored |
-//!   --fixed-buffer | --punch-hole | --zero-range | --discard] DEVICE`
-//!   writes [`WIPE_WRITES`] blocks of zeros from the start of `DEVICE`
-//!   (`IORING_OP_WRITE`, `IORING_OP_WRITEV`, or `IORING_OP_WRITE_FIXED` from
-//!   a registered buffer), or erases them without writing
+//!   --fixed-buffer | --splice | --punch-hole | --zero-range | --discard]
+//!   DEVICE` writes [`WIPE_WRITES`] blocks of zeros from the start of
+//!   `DEVICE` (`IORING_OP_WRITE`, `IORING_OP_WRITEV`,
+//!   `IORING_OP_WRITE_FIXED` from a registered buffer, or
+//!   `IORING_OP_SPLICE` from a pipe full of zeros), or erases them without
+//!   writing
 //!   (`IORING_OP_FALLOCATE` punching a hole or zeroing, or a discard
 //!   command, `IORING_OP_URING_CMD`), on the device opened first,
 //!   registered with the ring (`IOSQE_FIXED_FILE`), or opened by an
@@ -63,6 +65,7 @@ fn main() -> anyhow::Result<()> {
                 None => Wipe::Write,
                 Some(&"--vectored") => Wipe::Writev,
                 Some(&"--fixed-buffer") => Wipe::WriteFixed,
+                Some(&"--splice") => Wipe::Splice,
                 Some(&"--punch-hole") => Wipe::PunchHole,
                 Some(&"--zero-range") => Wipe::ZeroRange,
                 Some(&"--discard") => Wipe::Discard,
@@ -73,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         _ => bail!(
             "usage: io_uring_attack rm DIR | mv DIR TARGET | truncate [--registered] DIR | \
              wipe [--registered | --linked-open] \
-             [--vectored | --fixed-buffer | --punch-hole | --zero-range | --discard] DEVICE"
+             [--vectored | --fixed-buffer | --splice | --punch-hole | --zero-range | --discard] DEVICE"
         ),
     };
     if failed > 0 {
@@ -160,6 +163,7 @@ enum Wipe {
     Write,
     Writev,
     WriteFixed,
+    Splice,
     PunchHole,
     ZeroRange,
     Discard,
@@ -183,8 +187,14 @@ fn wipe(device: &Path, file: File, how: Wipe) -> anyhow::Result<(usize, usize)> 
                 .with_context(|| format!("open {}", device.display()))?,
         ),
     };
-    // The ring first: its own fd must not take the one the open will get.
+    // The ring and the pipe first: their fds must not take the one the
+    // open will get.
     let ring = &mut ring()?;
+    let pipe = match how {
+        Wipe::Splice => Some(pipe_of_zeros(WIPE_WRITES * WIPE_BLOCK)?),
+        _ => None,
+    };
+    let pipe_out = pipe.as_ref().map_or(-1, |(out, _)| out.as_raw_fd());
     // The lowest free fd, which the linked open will get.
     let fd = match &opened {
         Some(disk) => disk.as_raw_fd(),
@@ -219,6 +229,9 @@ fn wipe(device: &Path, file: File, how: Wipe) -> anyhow::Result<(usize, usize)> 
                 Wipe::WriteFixed => opcode::WriteFixed::new($file, zeros.as_ptr(), len, 0)
                     .offset($offset)
                     .build(),
+                Wipe::Splice => {
+                    opcode::Splice::new(types::Fd(pipe_out), -1, $file, $offset as i64, len).build()
+                }
                 Wipe::PunchHole => opcode::Fallocate::new($file, len.into())
                     .offset($offset)
                     .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
@@ -264,6 +277,16 @@ fn wipe(device: &Path, file: File, how: Wipe) -> anyhow::Result<(usize, usize)> 
         }
     }
     Ok((run(ring, &requests)?, requests.len()))
+}
+
+/// A pipe holding `bytes` zeros: its read end, and its write end.
+fn pipe_of_zeros(bytes: usize) -> anyhow::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let (out, into) = nix::unistd::pipe().context("pipe")?;
+    nix::fcntl::fcntl(into.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes as i32))
+        .context("grow the pipe")?;
+    let written = nix::unistd::write(&into, &vec![0u8; bytes]).context("fill the pipe")?;
+    anyhow::ensure!(written == bytes, "the pipe took {written} of {bytes} bytes");
+    Ok((out, into))
 }
 
 fn ring() -> anyhow::Result<IoUring> {

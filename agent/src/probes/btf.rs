@@ -198,6 +198,8 @@ impl KernelBtf {
             cmd_sqe: command("io_uring_cmd", "sqe")?,
             cmd_op: command("io_uring_cmd", "cmd_op")?,
             ftrunc_len: command("io_ftrunc", "len")?,
+            splice_off_out: command("io_splice", "off_out")?,
+            splice_len: command("io_splice", "len")?,
         })
     }
 }
@@ -274,6 +276,11 @@ mod tests {
             "`struct io_sync {{ file; loff_t len; loff_t off; int flags; int mode; }}`"
         );
         assert_eq!(u.ftrunc_len, 8, "`struct io_ftrunc {{ file; loff_t len; }}`");
+        assert_eq!(
+            (u.splice_off_out, u.splice_len),
+            (8, 24),
+            "`struct io_splice {{ file_out; loff_t off_out; loff_t off_in; u64 len; ... }}`"
+        );
         assert_eq!(
             u.cmd_sqe, 8,
             "`struct io_uring_cmd` (not the function) starts `{{ file; sqe; }}`"

@@ -2,7 +2,7 @@
 //! probes hook: `examples/io_uring_attack.rs` deletes, renames, truncates
 //! and wipes with `IORING_OP_UNLINKAT`, `IORING_OP_RENAMEAT`,
 //! `IORING_OP_FTRUNCATE`, `IORING_OP_WRITE`, `IORING_OP_WRITEV`,
-//! `IORING_OP_FALLOCATE` and a discard command.
+//! `IORING_OP_SPLICE`, `IORING_OP_FALLOCATE` and a discard command.
 
 use std::{
     collections::BTreeSet,
@@ -14,8 +14,8 @@ use std::{
 
 use agent_common::{
     block::{
-        IORING_OP_FALLOCATE, IORING_OP_URING_CMD, IORING_OP_WRITE, IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED,
-        IORING_OP_WRITE_FIXED,
+        IORING_OP_FALLOCATE, IORING_OP_SPLICE, IORING_OP_URING_CMD, IORING_OP_WRITE, IORING_OP_WRITEV,
+        IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED,
     },
     fs::{IORING_OP_FTRUNCATE, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
 };
@@ -52,6 +52,7 @@ fn the_probes_opcodes_are_the_kernels() {
     assert_eq!(IORING_OP_WRITEV, opcode::Writev::CODE);
     assert_eq!(IORING_OP_WRITEV_FIXED, opcode::WritevFixed::CODE);
     assert_eq!(IORING_OP_FALLOCATE, opcode::Fallocate::CODE);
+    assert_eq!(IORING_OP_SPLICE, opcode::Splice::CODE);
     assert_eq!(IORING_OP_URING_CMD, opcode::UringCmd16::CODE);
 }
 
@@ -282,6 +283,9 @@ fn io_uring_writes_to_a_block_device_are_recorded() {
         (&["--registered", "--fixed-buffer"][..], "io_uring_write", true),
         (&["--linked-open"][..], "io_uring_write", false),
         (&["--linked-open", "--vectored"][..], "io_uring_writev", false),
+        (&["--splice"][..], "io_uring_splice", false),
+        (&["--registered", "--splice"][..], "io_uring_splice", true),
+        (&["--linked-open", "--splice"][..], "io_uring_splice", false),
         (&["--punch-hole"][..], "io_uring_fallocate", false),
         (&["--registered", "--zero-range"][..], "io_uring_fallocate", true),
         (
@@ -333,7 +337,12 @@ fn io_uring_wipes_of_a_device_holding_a_filesystem_are_killed() {
     let sandbox = Sandbox::new();
     // Through a registered file, checked at submission, and through an fd
     // a linked open makes, checked as the kernel looks it up.
-    let writes = ["--registered", "--linked-open"];
+    let writes = [
+        "--registered",
+        "--linked-open",
+        "--registered --splice",
+        "--linked-open --splice",
+    ];
     let erasures = [
         "--registered --discard",
         "--linked-open --discard",
