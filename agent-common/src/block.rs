@@ -27,12 +27,12 @@ pub const IORING_OP_WRITEV: u8 = 2;
 pub const IORING_OP_WRITE_FIXED: u8 = 5;
 pub const IORING_OP_WRITE: u8 = 23;
 pub const IORING_OP_WRITEV_FIXED: u8 = 61;
+/// io_uring's `splice`: writes what a pipe holds to the request's file.
+pub const IORING_OP_SPLICE: u8 = 30;
 /// io_uring's requests that may erase without writing: `fallocate`, and a
 /// passthrough command (`IORING_OP_URING_CMD`), which on a block device is
 /// a discard ([`BLOCK_URING_CMD_DISCARD`]).
 pub const IORING_OP_FALLOCATE: u8 = 17;
-/// io_uring's `splice`: writes what a pipe holds to the request's file.
-pub const IORING_OP_SPLICE: u8 = 30;
 pub const IORING_OP_URING_CMD: u8 = 46;
 /// `_IO(0x12, 0)` from `<linux/fs.h>` (Linux 6.12): discard a range.
 pub const BLOCK_URING_CMD_DISCARD: u32 = 0x1200;

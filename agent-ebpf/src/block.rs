@@ -31,16 +31,17 @@ use aya_ebpf::{
 use crate::{
     files::{fd_file, Inode, S_IFBLK},
     guard,
-    kernel::{read_u64, Btf},
+    kernel::{read_u32, read_u64, Btf},
     maps::offsets,
     record::Record,
     syscall::arg,
 };
 
-/// How many bytes a write asks for.
+/// How many bytes a call asks to write, erase or map.
 #[derive(Clone, Copy)]
 pub enum Size {
-    /// `write` and `pwrite64`: the count argument.
+    /// A count or length argument (`write`, `sendfile`, an erased range,
+    /// a mapping).
     Count(u64),
     /// Vectored writes: an array of `count` iovecs in the caller's memory,
     /// summed only once the fd is known to be a device.
@@ -139,16 +140,33 @@ pub fn splice_enter(ctx: TracePointContext) -> u32 {
 /// From `<sys/mman.h>`. `MAP_SHARED_VALIDATE` (3) has `MAP_SHARED`'s bit.
 const PROT_WRITE: u64 = 0x2;
 const MAP_SHARED: u64 = 0x1;
+const MAP_ANONYMOUS: u64 = 0x20;
+/// `FMODE_WRITE` from `<linux/fs.h>`: the file is open for writing.
+const FMODE_WRITE: u32 = 0x2;
 
-/// `mmap(addr, len, prot, flags, fd, off)`: a mapping that is shared and
-/// writable writes through to its file. Every other `mmap` (private ones:
-/// each program's libraries) costs two compares.
+/// `mmap(addr, len, prot, flags, fd, off)`: a shared mapping of a file
+/// writes through to it once writable, which it is made now or may be made
+/// later (`mprotect`) when the file is open for writing; `madvise`'s
+/// `MADV_REMOVE` also punches holes through it. Every other `mmap`
+/// (private ones: each program's libraries; anonymous ones, whose `fd`
+/// the kernel ignores) costs two compares.
 #[tracepoint]
 pub fn mmap_enter(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 2) & PROT_WRITE == 0 || arg(&ctx, 3) & MAP_SHARED == 0 {
+    let (prot, flags) = (arg(&ctx, 2), arg(&ctx, 3));
+    if flags & MAP_SHARED == 0 || flags & MAP_ANONYMOUS != 0 {
         return 0;
     }
-    syscall_write(BlockWriteOp::Mmap, arg(&ctx, 4), Size::Count(arg(&ctx, 1)), Some(arg(&ctx, 5)));
+    let o = offsets();
+    let fd = arg(&ctx, 4) as u32;
+    let file = fd_file(Btf::current_task(), fd as i64, o);
+    if prot & PROT_WRITE == 0 && read_u32(file, o.file_mode) & FMODE_WRITE == 0 {
+        return 0;
+    }
+    let size = Size::Count(arg(&ctx, 1));
+    record_if_block_device(
+        Write { op: BlockWriteOp::Mmap, file, fd, fd_registered: false, size, pos: Some(arg(&ctx, 5)) },
+        o,
+    );
     0
 }
 

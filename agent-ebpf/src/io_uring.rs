@@ -97,23 +97,31 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "io_uring_file_get")]
 pub fn io_uring_file_get(ctx: RawTracePointContext) -> u32 {
     let req: u64 = ctx.arg(0);
+    let fd: u64 = ctx.arg(1);
     let o = offsets();
     let u = &o.io_uring;
-    let fd: u64 = ctx.arg(1);
-    let file = || fd_file(Btf::current_task(), as_int(fd), o);
     let opcode = opcode(req, u);
+    // Two calls, not one on an `Option` made before: the verifier refused
+    // the spill of a `None`'s unset fields.
     if opcode == IORING_OP_FTRUNCATE {
-        ftruncate(req, file(), o);
+        if own_plain_fd(req, fd, u) {
+            ftruncate(req, fd_file(Btf::current_task(), as_int(fd), o), o);
+        }
         return 0;
     }
     let Some(request) = device_request(req, opcode, u) else { return 0 };
-    // A splice looks its input up here too: only the request's own file
-    // is written.
-    if fd as u32 != read_u32(req, u.fd) {
-        return 0;
+    if own_plain_fd(req, fd, u) {
+        write(request, fd_file(Btf::current_task(), as_int(fd), o), fd as u32, false, o);
     }
-    write(request, file(), fd as u32, false, o);
     0
+}
+
+/// Whether `fd` is the request's own file, named by a plain fd: a splice
+/// looks its input up here too, and a request on a registered file
+/// (checked at submission) looks up only that.
+#[inline(always)]
+fn own_plain_fd(req: u64, fd: u64, u: &IoUringOffsets) -> bool {
+    read_u64(req, u.flags) & REQ_F_FIXED_FILE == 0 && fd as u32 == read_u32(req, u.fd)
 }
 
 #[inline(always)]

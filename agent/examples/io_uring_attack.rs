@@ -9,6 +9,10 @@
 //! - `io_uring_attack truncate [--registered] DIR` cuts every file in `DIR`
 //!   to nothing (`IORING_OP_FTRUNCATE`), each opened first, or registered
 //!   with the ring.
+//! - `io_uring_attack read [--registered] DEVICE` is no attack: it splices
+//!   [`WIPE_WRITES`] blocks from the start of `DEVICE` into a pipe
+//!   (`IORING_OP_SPLICE`), whose write end is an fd or the ring's
+//!   registered file at the index equal to the device's fd.
 //! - `io_uring_attack wipe [--registered | --linked-open] [--vectored |
 //!   --fixed-buffer | --splice | --punch-hole | --zero-range | --discard]
 //!   DEVICE` writes [`WIPE_WRITES`] blocks of zeros from the start of
@@ -32,6 +36,7 @@ use std::{
     path::Path,
 };
 
+use agent_common::block::BLOCK_URING_CMD_DISCARD;
 use anyhow::{bail, Context};
 use io_uring::{opcode, squeue, types, IoUring};
 
@@ -40,8 +45,6 @@ const BATCH: usize = 64;
 /// Blocks a wipe writes, and their size.
 const WIPE_WRITES: usize = 16;
 const WIPE_BLOCK: usize = 64 * 1024;
-/// `_IO(0x12, 0)` from `<linux/fs.h>`: a block device's discard command.
-const BLOCK_URING_CMD_DISCARD: u32 = 0x1200;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +52,8 @@ fn main() -> anyhow::Result<()> {
     let (failed, total) = match args.as_slice() {
         ["rm", dir] => remove(Path::new(dir))?,
         ["mv", dir, target] => rename(Path::new(dir), Path::new(target))?,
+        ["read", device] => read(Path::new(device), false)?,
+        ["read", "--registered", device] => read(Path::new(device), true)?,
         ["truncate", dir] => truncate(Path::new(dir), false)?,
         ["truncate", "--registered", dir] => truncate(Path::new(dir), true)?,
         ["wipe", flags @ .., device] => {
@@ -75,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!(
             "usage: io_uring_attack rm DIR | mv DIR TARGET | truncate [--registered] DIR | \
+             read [--registered] DEVICE | \
              wipe [--registered | --linked-open] \
              [--vectored | --fixed-buffer | --splice | --punch-hole | --zero-range | --discard] DEVICE"
         ),
@@ -152,6 +158,40 @@ fn truncate(dir: &Path, registered: bool) -> anyhow::Result<(usize, usize)> {
         .map(|(i, &fd)| match registered {
             true => opcode::Ftruncate::new(types::Fixed(i as u32), 0).build(),
             false => opcode::Ftruncate::new(types::Fd(fd), 0).build(),
+        })
+        .collect();
+    Ok((run(ring, &requests)?, requests.len()))
+}
+
+fn read(device: &Path, registered: bool) -> anyhow::Result<(usize, usize)> {
+    let disk = open(device)?;
+    let ring = &mut ring()?;
+    let (_pipe_out, pipe_in) = nix::unistd::pipe().context("pipe")?;
+    let bytes = WIPE_WRITES * WIPE_BLOCK;
+    nix::fcntl::fcntl(
+        pipe_in.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes as i32),
+    )
+    .context("grow the pipe")?;
+    let index = disk.as_raw_fd();
+    if registered {
+        // The pipe at the device's fd's number, the other slots empty.
+        let mut slots = vec![-1; index as usize + 1];
+        slots[index as usize] = pipe_in.as_raw_fd();
+        ring.submitter()
+            .register_files(&slots)
+            .context("register the pipe")?;
+    }
+    let requests: Vec<squeue::Entry> = (0..WIPE_WRITES)
+        .map(|i| {
+            let (offset, len) = ((i * WIPE_BLOCK) as i64, WIPE_BLOCK as u32);
+            match registered {
+                true => opcode::Splice::new(types::Fd(index), offset, types::Fixed(index as u32), -1, len),
+                false => {
+                    opcode::Splice::new(types::Fd(index), offset, types::Fd(pipe_in.as_raw_fd()), -1, len)
+                }
+            }
+            .build()
         })
         .collect();
     Ok((run(ring, &requests)?, requests.len()))

@@ -81,6 +81,13 @@ impl KernelBtf {
             })
     }
 
+    /// Whether this kernel has the 32-bit syscall entry on x86-64 (its
+    /// syscall table's functions are in BTF). Those syscalls fire no
+    /// syscall tracepoint, so the probes do not see them.
+    pub fn has_ia32_syscalls(&self) -> bool {
+        self.0.id_of("__ia32_sys_unlink").is_some()
+    }
+
     /// Every offset the probes need, but io_uring's (left 0; see
     /// [`KernelBtf::io_uring_offsets`]).
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
@@ -285,6 +292,14 @@ mod tests {
             u.cmd_sqe, 8,
             "`struct io_uring_cmd` (not the function) starts `{{ file; sqe; }}`"
         );
+    }
+
+    /// This machine's kernel is built with `CONFIG_IA32_EMULATION`, as most
+    /// distributions' are.
+    #[test]
+    fn finds_the_32_bit_syscall_entry_of_the_running_kernel() {
+        let btf = KernelBtf::open(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
+        assert!(btf.has_ia32_syscalls());
     }
 
     #[test]

@@ -101,6 +101,25 @@ impl Wakeup {
     }
 }
 
+/// Whether the kernel was booted with its 32-bit syscalls turned off
+/// (`ia32_emulation=0`, Linux 6.7).
+fn ia32_disabled_at_boot() -> bool {
+    std::fs::read_to_string("/proc/cmdline").is_ok_and(|line| {
+        line.split_whitespace()
+            .filter_map(|arg| arg.strip_prefix("ia32_emulation="))
+            .any(|value| {
+                matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "0" | "n" | "no" | "off" | "false"
+                )
+            })
+    })
+}
+
+/// What the agent logs when it runs without its io_uring probes.
+pub const IO_URING_BLIND: &str =
+    "io_uring's deletions, renames, truncations and block-device writes and erasures will NOT be seen";
+
 /// This architecture's numbers for the syscalls whose exits share a probe.
 const SYSCALLS: SyscallNumbers = SyscallNumbers {
     rmdir: libc::SYS_rmdir as i32,
@@ -148,6 +167,9 @@ impl Probes {
             info!(path = tracefs::TRACEFS, "mounted tracefs");
         }
         let btf = btf::KernelBtf::open(&options.btf_path)?;
+        if btf.has_ia32_syscalls() && !ia32_disabled_at_boot() {
+            warn!("32-bit syscalls (a 32-bit program, or `int $0x80`) will NOT be seen: this kernel takes them, and they fire no syscall tracepoint; boot with ia32_emulation=0 where nothing 32-bit runs");
+        }
         let mut offsets = btf.kernel_offsets()?;
         let io_uring = btf.io_uring_offsets();
         match &io_uring {
@@ -157,7 +179,7 @@ impl Probes {
             }
             Err(error) => warn!(
                 %error,
-                "io_uring's deletions, renames and block-device writes will NOT be seen: this kernel lays out its requests as Levee does not know"
+                "{IO_URING_BLIND}: this kernel lays out its requests as Levee does not know"
             ),
         }
         debug!(?offsets, "resolved kernel struct offsets from BTF");
@@ -183,7 +205,7 @@ impl Probes {
             match attach(prog, hook) {
                 Ok(()) => debug!(program, ?hook, "attached"),
                 Err(error) if optional => {
-                    warn!(program, ?hook, %error, "io_uring's deletions, renames and block-device writes will NOT be seen");
+                    warn!(program, ?hook, %error, "{IO_URING_BLIND}");
                     io_uring_hooks = false;
                 }
                 Err(source) => {

@@ -329,6 +329,12 @@ fn every_probe_verifies_far_below_the_verifier_limit() {
         .and_then(|digits| digits.parse().ok())
         .unwrap_or_else(|| panic!("no count in {line}"));
     assert!(count < 250_000, "{line}");
+    // The io_uring probes are optional, skipped with a warning where they
+    // do not load: here, on the kernel the tests run on, they must.
+    assert!(
+        !stderr.contains(agent::probes::IO_URING_BLIND),
+        "the io_uring probes did not load:\n{stderr}"
+    );
 }
 
 #[test]

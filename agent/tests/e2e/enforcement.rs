@@ -317,6 +317,58 @@ fn wiping_a_loop_device_holding_a_filesystem_without_write_is_killed_at_the_firs
     agent.stop();
 }
 
+/// Calls that name a protected device's fd but write nothing to it:
+/// splicing it into a pipe, `sendfile` from it to a file, a read-only
+/// shared mapping, shared anonymous memory given its fd (which the kernel
+/// ignores), and asking its size (an ioctl).
+const READ_DEVICE: &str = r#"
+import ctypes, fcntl, mmap, os, sys
+device, copy = sys.argv[1], sys.argv[2]
+ro = os.open(device, os.O_RDONLY)
+rw = os.open(device, os.O_RDWR)
+pipe_out, pipe_in = os.pipe()
+assert os.splice(ro, pipe_in, 65536, offset_src=0) == 65536
+out = os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600)
+assert os.sendfile(out, ro, 0, 65536) == 65536
+with mmap.mmap(ro, 4096, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+    m[0]
+mmap_ = ctypes.CDLL(None, use_errno=True).mmap
+mmap_.restype = ctypes.c_void_p
+mmap_.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+shared = mmap_(None, 4096, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS, rw, 0)
+assert shared not in (None, ctypes.c_void_p(-1).value)
+ctypes.memset(shared, 1, 4096)
+fcntl.ioctl(ro, 0x80081272, bytes(8))
+"#;
+
+#[test]
+fn reading_a_protected_device_is_neither_recorded_nor_stopped() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 8);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk.device));
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", LIMIT as u32, &[]));
+
+    let script = format!(
+        "exec python3 -c '{READ_DEVICE}' {} {}",
+        disk.device.display(),
+        sandbox.path().join("copy").display()
+    );
+    let (status, session) = in_login_session(sandbox.path(), &script);
+
+    assert!(status.success(), "the reader must live: {status:?}");
+    let key = format!("login:{session}");
+    let wrongly: Vec<Value> = agent
+        .everything_until_now(&sandbox)
+        .into_iter()
+        .filter(|e| {
+            e["session"]["key"] == key.as_str()
+                && ["block_write", "guard", "alert"].contains(&e["type"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert!(wrongly.is_empty(), "{wrongly:#?}");
+    agent.stop();
+}
+
 #[test]
 fn shred_over_many_files_is_detected() {
     let sandbox = Sandbox::new();

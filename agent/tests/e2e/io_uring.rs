@@ -328,6 +328,40 @@ fn io_uring_writes_to_a_block_device_are_recorded() {
     agent.stop();
 }
 
+/// Splicing a protected device into a pipe through io_uring reads it: no
+/// raw write, no kill, whether the pipe is an fd or a registered file at
+/// the index that equals the device's fd (io_uring looks the device up as
+/// the splice's input, with the request's own file named by that index).
+#[test]
+fn io_uring_splicing_from_a_protected_device_is_neither_recorded_nor_stopped() {
+    let sandbox = Sandbox::new();
+    let disk = LoopDevice::new(&sandbox, 8);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk.device));
+    let agent = Agent::start_with_policy(&sandbox, &test_policy(&sandbox, "enforce", 100, &[]));
+
+    for flags in ["", "--registered"] {
+        let reader = format!(
+            "exec {} read {flags} {}",
+            io_uring_attack().display(),
+            disk.device.display()
+        );
+        let (status, session) = in_login_session(sandbox.path(), &reader);
+
+        assert!(status.success(), "{flags}: the reader must live: {status:?}");
+        let key = format!("login:{session}");
+        let wrongly: Vec<Value> = agent
+            .everything_until_now(&sandbox)
+            .into_iter()
+            .filter(|e| {
+                e["session"]["key"] == key.as_str()
+                    && ["block_write", "guard", "alert"].contains(&e["type"].as_str().unwrap_or_default())
+            })
+            .collect();
+        assert!(wrongly.is_empty(), "{flags}: {wrongly:#?}");
+    }
+    agent.stop();
+}
+
 /// A protected device (it holds a filesystem) is guarded against io_uring
 /// as against `write`: the wiper dies at its first request. A buffered
 /// write with SIGKILL pending copies nothing, in its own thread or in an

@@ -363,7 +363,7 @@ impl Drop for LoopDevice {
 
 /// The ways [`WIPE`] destroys a device without `write`, with the `op` its
 /// records carry.
-pub const WIPES: [(&str, &str); 8] = [
+pub const WIPES: [(&str, &str); 9] = [
     ("discard", "blkdiscard"),
     ("secure-discard", "blksecdiscard"),
     ("zero-out", "blkzeroout"),
@@ -372,12 +372,14 @@ pub const WIPES: [(&str, &str); 8] = [
     ("sendfile", "sendfile"),
     ("splice", "splice"),
     ("mmap", "mmap"),
+    ("mprotect", "mmap"),
 ];
 
 /// `python3 -c WIPE HOW DEVICE [CHUNK]` zeroes or erases all of `DEVICE`
 /// the way `HOW` (see [`WIPES`]) says, never with `write`: `blkdiscard`'s
 /// ioctls, `fallocate`, zeros sent or spliced from a memfd, or stored
-/// through a shared mapping. From a program no command rule knows, one
+/// through a shared mapping (`mprotect`: one mapped read-only, then made
+/// writable). From a program no command rule knows, one
 /// call (or mapping) per `CHUNK` bytes (default: the whole device), from
 /// the end back to the start. It exits 3 when the device does not support
 /// that way (a loop device has no secure discard).
@@ -391,8 +393,13 @@ zeros = os.memfd_create("zeros")
 os.ftruncate(zeros, chunk)
 ioctls = {"discard": 0x1277, "secure-discard": 0x127D, "zero-out": 0x127F}
 modes = {"punch-hole": 0x02 | 0x01, "zero-range": 0x10}
-fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+libc = ctypes.CDLL(None, use_errno=True)
+fallocate = libc.fallocate
 fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 def wipe(start):
     if how in ioctls:
@@ -403,6 +410,12 @@ def wipe(start):
     elif how == "mmap":
         with mmap.mmap(fd, chunk, offset=start) as m:
             m[:] = bytes(chunk)
+    elif how == "mprotect":
+        at = libc.mmap(None, chunk, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+        assert at not in (None, ctypes.c_void_p(-1).value)
+        assert libc.mprotect(at, chunk, mmap.PROT_READ | mmap.PROT_WRITE) == 0
+        ctypes.memset(at, 0, chunk)
+        libc.munmap(at, chunk)
     elif how == "sendfile":
         os.lseek(fd, start, os.SEEK_SET)
         assert os.sendfile(fd, zeros, 0, chunk) == chunk
