@@ -348,15 +348,7 @@ fn io_uring_splicing_from_a_protected_device_is_neither_recorded_nor_stopped() {
         let (status, session) = in_login_session(sandbox.path(), &reader);
 
         assert!(status.success(), "{flags}: the reader must live: {status:?}");
-        let key = format!("login:{session}");
-        let wrongly: Vec<Value> = agent
-            .everything_until_now(&sandbox)
-            .into_iter()
-            .filter(|e| {
-                e["session"]["key"] == key.as_str()
-                    && ["block_write", "guard", "alert"].contains(&e["type"].as_str().unwrap_or_default())
-            })
-            .collect();
+        let wrongly = agent.raised_by(&sandbox, session);
         assert!(wrongly.is_empty(), "{flags}: {wrongly:#?}");
     }
     agent.stop();

@@ -187,6 +187,19 @@ impl Agent {
         )
     }
 
+    /// Every device write, guard record and alert about login session
+    /// `audit` so far: what a harmless session must not have.
+    pub fn raised_by(&self, sandbox: &Sandbox, audit: u64) -> Vec<Value> {
+        let key = format!("login:{audit}");
+        self.everything_until_now(sandbox)
+            .into_iter()
+            .filter(|e| {
+                e["session"]["key"] == key.as_str()
+                    && ["block_write", "guard", "alert"].contains(&e["type"].as_str().unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// The first alert about login session `audit` that carries what the
     /// in-kernel guard did; panics if none comes.
     pub fn guard_alert(&self, audit: u64) -> Value {
