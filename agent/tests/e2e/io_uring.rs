@@ -325,6 +325,13 @@ fn io_uring_writes_to_a_block_device_are_recorded() {
             assert_eq!(e["device"]["name"], disk.name(), "{e}");
         }
     }
+    // Nothing more: each request once.
+    let extra: Vec<Value> = agent
+        .everything_until_now(&sandbox)
+        .into_iter()
+        .filter(|e| e["type"] == "block_write")
+        .collect();
+    assert!(extra.is_empty(), "{extra:#?}");
     agent.stop();
 }
 
