@@ -66,8 +66,9 @@ pub enum BlockWriteOp {
     Sendfile = 13,
     /// `splice` from a pipe to the device.
     Splice = 14,
-    /// `mmap` of the device, shared and writable: the writes are stores to
-    /// memory the kernel writes back.
+    /// A shared `mmap` of the device, writable or open for writing (so
+    /// `mprotect` can make it writable): the writes are stores to memory
+    /// the kernel writes back.
     Mmap = 15,
     /// io_uring's `IORING_OP_SPLICE` to the device.
     IoUringSplice = 16,
@@ -119,7 +120,8 @@ impl BlockWriteOp {
 }
 
 /// A `write`, `pwrite64`, `writev`, `pwritev`, `pwritev2`, `sendfile` or
-/// `splice` to a block device, a shared writable `mmap` of one, or a call
+/// `splice` to a block device, a shared `mmap` of one that may be written
+/// through, or a call
 /// that erases a range of one without writing it (the
 /// `BLKDISCARD`, `BLKSECDISCARD` and `BLKZEROOUT` ioctls, an erasing
 /// `fallocate`), recorded at syscall entry, before it runs: every write on

@@ -1,11 +1,11 @@
 //! Write syscalls on block devices: `write`, `pwrite64`, `writev`, `pwritev`,
 //! `pwritev2`, `sendfile`, `splice` (and the record and check io_uring's
-//! writes share, see `io_uring`), a shared writable `mmap` of a device
-//! (its writes are stores, no call at all), and the calls that erase a
-//! range of a device without
-//! writing it: the `BLKDISCARD`, `BLKSECDISCARD` and `BLKZEROOUT` ioctls
-//! (what `blkdiscard` makes) and an erasing `fallocate`. An SSD discards a
-//! whole disk in seconds.
+//! writes share, see `io_uring`), a shared `mmap` of a device that is or
+//! may become writable (its writes are stores, no call at all), and the
+//! calls that erase a range of a device without writing it: the
+//! `BLKDISCARD`, `BLKSECDISCARD` and `BLKZEROOUT` ioctls (what `blkdiscard`
+//! makes) and an erasing `fallocate`. An SSD discards a whole disk in
+//! seconds.
 //!
 //! Each call's fd is checked at entry (fd → file → inode type): this sees a
 //! device fd however the process got it (opened, inherited, duplicated; for

@@ -2,11 +2,12 @@
 //! kernel (inline or in its io workers) and never pass the syscalls `fs` and
 //! `block` hook, so unlinks, renames, shrinking `ftruncate`s, and writes to
 //! (`write`, `splice`) and erasures of block devices (an erasing
-//! `fallocate`, a discard command) are caught as they are submitted (one on a plain fd as it
-//! runs, see below):
-//! recorded, counted or checked by the guard and stopped there, from the
-//! kernel's copy of their arguments (made before this probe runs, so the
-//! caller cannot change it under the probe).
+//! `fallocate`, a discard command) are caught as they are submitted (one
+//! on a plain fd as it runs, see below): recorded, counted or checked by
+//! the guard and stopped there, from the kernel's copy of their arguments
+//! (made before this probe runs, so the caller cannot change it under the
+//! probe). A discard command's range is the exception: it stays in the
+//! submission entry, in memory the caller shares.
 //!
 //! The file a device request or an `ftruncate` names by a plain fd is
 //! looked up where the kernel looks it up, as the request runs
