@@ -420,12 +420,7 @@ fn io_uring_wipes_of_a_device_holding_a_filesystem_are_killed() {
                 "{how}: the first 64 KiB of the device changed"
             );
         }
-        let guard = &agent.guard_alert(session)["guard"];
-        assert_eq!(
-            (&guard["reason"], &guard["device"]["name"]),
-            (&"protected_device".into(), &disk.name().into()),
-            "{how}"
-        );
+        agent.device_guard_alert(session, disk, how);
     }
     agent.stop();
 }

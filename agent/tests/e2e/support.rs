@@ -209,6 +209,19 @@ impl Agent {
             .expect("an alert with the guard's decision")
     }
 
+    /// [`Agent::guard_alert`], asserted to be the guard stopping a write to
+    /// `disk`, a protected device (`what` names the attack in a failure).
+    pub fn device_guard_alert(&self, audit: u64, disk: &LoopDevice, what: &str) -> Value {
+        let alert = self.guard_alert(audit);
+        let guard = &alert["guard"];
+        assert_eq!(
+            (&guard["reason"], &guard["device"]["name"]),
+            (&"protected_device".into(), &disk.name().into()),
+            "{what}"
+        );
+        alert
+    }
+
     /// Stops the agent with SIGTERM and returns every line it printed since
     /// the last read, ending with its final loss report.
     pub fn stop(self) -> Vec<Value> {
