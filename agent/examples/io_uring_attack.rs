@@ -166,13 +166,7 @@ fn truncate(dir: &Path, registered: bool) -> anyhow::Result<(usize, usize)> {
 fn read(device: &Path, registered: bool) -> anyhow::Result<(usize, usize)> {
     let disk = open(device)?;
     let ring = &mut ring()?;
-    let (_pipe_out, pipe_in) = nix::unistd::pipe().context("pipe")?;
-    let bytes = WIPE_WRITES * WIPE_BLOCK;
-    nix::fcntl::fcntl(
-        pipe_in.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes as i32),
-    )
-    .context("grow the pipe")?;
+    let (_pipe_out, pipe_in) = pipe(WIPE_WRITES * WIPE_BLOCK)?;
     let index = disk.as_raw_fd();
     if registered {
         // The pipe at the device's fd's number, the other slots empty.
@@ -319,11 +313,17 @@ fn wipe(device: &Path, file: File, how: Wipe) -> anyhow::Result<(usize, usize)> 
     Ok((run(ring, &requests)?, requests.len()))
 }
 
-/// A pipe holding `bytes` zeros: its read end, and its write end.
-fn pipe_of_zeros(bytes: usize) -> anyhow::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+/// A pipe that holds `bytes`: its read end, and its write end.
+fn pipe(bytes: usize) -> anyhow::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     let (out, into) = nix::unistd::pipe().context("pipe")?;
     nix::fcntl::fcntl(into.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes as i32))
         .context("grow the pipe")?;
+    Ok((out, into))
+}
+
+/// A pipe holding `bytes` zeros: its read end, and its write end.
+fn pipe_of_zeros(bytes: usize) -> anyhow::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let (out, into) = pipe(bytes)?;
     let written = nix::unistd::write(&into, &vec![0u8; bytes]).context("fill the pipe")?;
     anyhow::ensure!(written == bytes, "the pipe took {written} of {bytes} bytes");
     Ok((out, into))
