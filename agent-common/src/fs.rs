@@ -8,6 +8,10 @@ pub const IORING_OP_RENAMEAT: u8 = 35;
 pub const IORING_OP_UNLINKAT: u8 = 36;
 /// `IORING_OP_FTRUNCATE` (Linux 6.9): io_uring's `ftruncate`.
 pub const IORING_OP_FTRUNCATE: u8 = 55;
+/// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2`: io_uring's `openat` and
+/// `openat2`, which truncate an existing file opened with `O_TRUNC`.
+pub const IORING_OP_OPENAT: u8 = 18;
+pub const IORING_OP_OPENAT2: u8 = 28;
 
 /// Which call removed the entry, as recorded in [`RawDeletion::op`].
 #[repr(u32)]
@@ -49,9 +53,9 @@ impl DeleteOp {
         }
     }
 
-    /// Whether an io_uring request did it: recorded when submitted, before
-    /// it ran, so its record has no result.
-    pub const fn is_io_uring(self) -> bool {
+    /// Whether it was recorded as an io_uring request was submitted,
+    /// before it ran, so its record has no result.
+    pub const fn recorded_at_submission(self) -> bool {
         matches!(self, Self::IoUringUnlinkat | Self::IoUringUnlinkatDir)
     }
 }
@@ -105,8 +109,8 @@ impl RenameOp {
         }
     }
 
-    /// As [`DeleteOp::is_io_uring`].
-    pub const fn is_io_uring(self) -> bool {
+    /// As [`DeleteOp::recorded_at_submission`].
+    pub const fn recorded_at_submission(self) -> bool {
         matches!(self, Self::IoUringRenameat)
     }
 }
@@ -145,6 +149,16 @@ pub enum TruncateOp {
     /// recorded as it is submitted (a registered file) or starts (a plain
     /// fd).
     IoUringFtruncate = 4,
+    /// An io_uring open (`IORING_OP_OPENAT`, `IORING_OP_OPENAT2`) with
+    /// `O_CREAT` and `O_TRUNC` of a regular file that existed, recorded as
+    /// its completion is posted (its result is the fd, or 0 for a
+    /// registered slot).
+    IoUringOpenTrunc = 5,
+    /// An io_uring open with `O_TRUNC` recorded by name as it is submitted:
+    /// one without `O_CREAT` (which only opens a file that exists), or one
+    /// that asked for no completion on success (`IOSQE_CQE_SKIP_SUCCESS`),
+    /// which may create the file instead.
+    IoUringOpenTruncSubmitted = 6,
 }
 
 impl TruncateOp {
@@ -154,6 +168,8 @@ impl TruncateOp {
             2 => Self::Ftruncate,
             3 => Self::OpenTrunc,
             4 => Self::IoUringFtruncate,
+            5 => Self::IoUringOpenTrunc,
+            6 => Self::IoUringOpenTruncSubmitted,
             _ => return None,
         })
     }
@@ -164,12 +180,14 @@ impl TruncateOp {
             Self::Ftruncate => "ftruncate",
             Self::OpenTrunc => "open_trunc",
             Self::IoUringFtruncate => "io_uring_ftruncate",
+            Self::IoUringOpenTrunc => "io_uring_open_trunc",
+            Self::IoUringOpenTruncSubmitted => "io_uring_open_trunc_submitted",
         }
     }
 
-    /// As [`DeleteOp::is_io_uring`].
-    pub const fn is_io_uring(self) -> bool {
-        matches!(self, Self::IoUringFtruncate)
+    /// As [`DeleteOp::recorded_at_submission`].
+    pub const fn recorded_at_submission(self) -> bool {
+        matches!(self, Self::IoUringFtruncate | Self::IoUringOpenTruncSubmitted)
     }
 }
 

@@ -61,6 +61,7 @@ pub const ATTACHMENTS: &[(&str, Hook)] = &[
     ("mount_exit", Hook::Syscall("sys_exit_pivot_root")),
     ("io_uring_submit", Hook::IoUring("io_uring_submit_req")),
     ("io_uring_file_get", Hook::IoUring("io_uring_file_get")),
+    ("io_uring_complete", Hook::IoUring("io_uring_complete")),
     ("exec", Hook::Tracepoint("sched", "sched_process_exec")),
     ("exec_allowlist", Hook::Raw("sched_process_exec")),
     ("fork", Hook::Raw("sched_process_fork")),

@@ -145,6 +145,8 @@ pub struct IoUringOffsets {
     pub flags: u32,
     /// `io_kiocb.cqe.fd`: the file descriptor, or a registered file's index
     pub fd: u32,
+    /// `io_kiocb.cqe.res`: the result, once the request ran
+    pub res: u32,
     /// `io_kiocb.ctx`
     pub ctx: u32,
     /// `io_ring_ctx.file_table.data.nr`: how many files are registered
@@ -195,6 +197,15 @@ pub struct IoUringOffsets {
     pub splice_off_out: u32,
     /// `io_splice.len`: how much it moves
     pub splice_len: u32,
+    /// `io_open.dfd`
+    pub open_dfd: u32,
+    /// `io_open.filename`
+    pub open_filename: u32,
+    /// `io_open.how.flags`: the `open` flags
+    pub open_flags: u32,
+    /// `io_open.file_slot`: the registered slot opened into, plus one (0:
+    /// an fd)
+    pub open_file_slot: u32,
 }
 
 impl KernelOffsets {
@@ -203,4 +214,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 348);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 368);

@@ -164,6 +164,21 @@ pub fn truncate_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Records, before it happens, a truncation by `op` of the file `name`
+/// names (relative to `dfd`), whose size is not known.
+#[inline(always)]
+pub fn report_named_truncation(op: TruncateOp, dfd: i64, name: Name, o: &KernelOffsets) {
+    let Some(record) = Record::<RawTruncate>::start(EventKind::Truncate, o) else { return };
+    let path = record.push_path(name, dfd, o);
+    let fixed = record.fixed();
+    fixed.ret = 0;
+    fixed.op = op as u32;
+    fixed.length = 0;
+    fixed.size_before = SIZE_UNKNOWN;
+    fixed.path = path;
+    record.submit();
+}
+
 /// Records a truncation of the open `file` (the path is the file's own).
 #[inline(always)]
 pub fn report_file_truncation(file: u64, op: TruncateOp, ret: i64, length: i64, size_before: i64, o: &KernelOffsets) {

@@ -9,6 +9,14 @@
 //! probe). A discard command's range is the exception: it stays in the
 //! submission entry, in memory the caller shares.
 //!
+//! An open with `O_TRUNC` truncates a file that exists. Without `O_CREAT`
+//! it opens only one that does, so it is recorded by name as it is
+//! submitted. With `O_CREAT` only the open knows whether it made the file:
+//! it is judged as its completion is posted, as `open`'s exit judges the
+//! syscall (see `open::report_open`), unless it asked for no completion on
+//! success, when it is taken as submitted. One whose completion overflows
+//! a full completion ring posts it without the tracepoint and is not seen.
+//!
 //! The file a device request or an `ftruncate` names by a plain fd is
 //! looked up where the kernel looks it up, as the request runs
 //! (`io_uring_file_get`). A registered file, and
@@ -30,7 +38,10 @@ use agent_common::{
         BlockWriteOp, BLOCK_URING_CMD_DISCARD, IORING_OP_FALLOCATE, IORING_OP_SPLICE, IORING_OP_URING_CMD,
         IORING_OP_WRITE, IORING_OP_WRITEV, IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED,
     },
-    fs::{DeleteOp, RenameOp, TruncateOp, IORING_OP_FTRUNCATE, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
+    fs::{
+        DeleteOp, RenameOp, TruncateOp, IORING_OP_FTRUNCATE, IORING_OP_OPENAT, IORING_OP_OPENAT2, IORING_OP_RENAMEAT,
+        IORING_OP_UNLINKAT,
+    },
     guard::GuardHook,
     IoUringOffsets, KernelOffsets,
 };
@@ -39,10 +50,11 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use crate::{
     block::{position, record_if_block_device, Size, Write, FALLOC_ERASING},
     files::{fd_file, Inode},
-    fs::{report_deletion, report_file_truncation, report_rename, AT_REMOVEDIR},
+    fs::{report_deletion, report_file_truncation, report_named_truncation, report_rename, AT_REMOVEDIR},
     guard,
     kernel::{read_u32, read_u64, Btf},
     maps::offsets,
+    open::{report_open, O_CREAT, O_TRUNC},
     record::Name,
     syscall::as_int,
 };
@@ -50,6 +62,12 @@ use crate::{
 /// `REQ_F_FIXED_FILE` from `io_uring_types.h`: `IOSQE_FIXED_FILE`, the
 /// request names a registered file by its index.
 const REQ_F_FIXED_FILE: u64 = 1;
+/// `REQ_F_CQE_SKIP`: `IOSQE_CQE_SKIP_SUCCESS`, no completion is posted if
+/// the request succeeds.
+const REQ_F_CQE_SKIP: u64 = 1 << 6;
+/// `IORING_FILE_INDEX_ALLOC` from `<linux/io_uring.h>`: an open into
+/// whichever registered slot is free, which its result names.
+const IORING_FILE_INDEX_ALLOC: u32 = u32::MAX;
 /// `FFS_MASK` from `io_uring/filetable.h`: a registered file's pointer
 /// keeps two flags in its low bits.
 const FFS_MASK: u64 = !0b11;
@@ -74,6 +92,16 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
         IORING_OP_RENAMEAT => {
             guard::check_marked(GuardHook::DestructiveCall);
             renameat(req, u, o);
+        }
+        IORING_OP_OPENAT | IORING_OP_OPENAT2 => {
+            let flags = read_u64(req, u.open_flags);
+            let judged_at_completion = flags & O_CREAT != 0 && read_u64(req, u.flags) & REQ_F_CQE_SKIP == 0;
+            if flags & O_TRUNC != 0 && !judged_at_completion {
+                guard::check_marked(GuardHook::DestructiveCall);
+                let dfd = as_int(read_u32(req, u.open_dfd) as u64);
+                let name = path_name(read_u64(req, u.open_filename), u);
+                report_named_truncation(TruncateOp::IoUringOpenTruncSubmitted, dfd, name, o);
+            }
         }
         // A plain fd's request is checked where the kernel looks the fd up
         // (`io_uring_file_get`); a registered file's only here.
@@ -114,6 +142,34 @@ pub fn io_uring_file_get(ctx: RawTracePointContext) -> u32 {
     if own_plain_fd(req, fd, u) {
         write(request, fd_file(Btf::current_task(), as_int(fd), o), fd as u32, false, o);
     }
+    0
+}
+
+/// `io_uring_complete(ctx, req, cqe)` as a raw tracepoint: an open with
+/// `O_CREAT` and `O_TRUNC` has run, and its file is installed at the fd
+/// or registered slot it returns (the completion is posted by the
+/// submitter or one of its io workers, which share its fds). Every other
+/// completion on the host costs a read of its opcode.
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
+    let req: u64 = ctx.arg(1);
+    let o = offsets();
+    let u = &o.io_uring;
+    let opcode = opcode(req, u);
+    if opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2 {
+        return 0;
+    }
+    let flags = read_u64(req, u.open_flags);
+    let res = read_u32(req, u.res) as i32 as i64;
+    if flags & (O_CREAT | O_TRUNC) != O_CREAT | O_TRUNC || res < 0 {
+        return 0;
+    }
+    let file = match read_u32(req, u.open_file_slot) {
+        0 => fd_file(Btf::current_task(), res, o),
+        IORING_FILE_INDEX_ALLOC => registered_file(req, res as u32, u),
+        slot => registered_file(req, slot - 1, u),
+    };
+    report_open(res, flags, file, TruncateOp::IoUringOpenTrunc, o);
     0
 }
 

@@ -29,7 +29,8 @@ use crate::{
 /// From `<fcntl.h>`.
 const O_WRONLY: u64 = 0o1;
 const O_RDWR: u64 = 0o2;
-const O_TRUNC: u64 = 0o1000;
+pub const O_CREAT: u64 = 0o100;
+pub const O_TRUNC: u64 = 0o1000;
 /// Flags of an open that may destroy: for writing, or truncating.
 const WRITING: u64 = O_WRONLY | O_RDWR | O_TRUNC;
 /// What `creat` opens with (and `O_CREAT`).
@@ -73,21 +74,29 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
     if flags & WRITING == 0 {
         return 0;
     }
-    let file = fd_file(Btf::current_task(), fd, o);
+    report_open(fd, flags, fd_file(Btf::current_task(), fd, o), TruncateOp::OpenTrunc, o);
+    0
+}
+
+/// An open with `flags` that may write gave `file` (as `fd`): a block
+/// device opened for writing is recorded, and an existing regular file it
+/// truncated is recorded as `truncation`, its process stopped if its
+/// session is marked.
+#[inline(always)]
+pub fn report_open(fd: i64, flags: u64, file: u64, truncation: TruncateOp, o: &KernelOffsets) {
     // A file this open created held nothing, and is no device.
     if read_u32(file, o.file_mode) & FMODE_CREATED != 0 {
-        return 0;
+        return;
     }
-    let Some(inode) = Inode::of(file, o) else { return 0 };
+    let Some(inode) = Inode::of(file, o) else { return };
     match inode.file_type(o) {
         S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, o),
         S_IFREG if flags & O_TRUNC != 0 => {
-            report_file_truncation(file, TruncateOp::OpenTrunc, fd, 0, SIZE_UNKNOWN, o);
+            report_file_truncation(file, truncation, fd, 0, SIZE_UNKNOWN, o);
             guard::check_marked(GuardHook::DestructiveCall);
         }
         _ => {}
     }
-    0
 }
 
 #[inline(always)]

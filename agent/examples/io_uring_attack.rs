@@ -9,6 +9,13 @@
 //! - `io_uring_attack truncate [--registered] DIR` cuts every file in `DIR`
 //!   to nothing (`IORING_OP_FTRUNCATE`), each opened first, or registered
 //!   with the ring.
+//! - `io_uring_attack open-trunc [--creat] [--skip-cqe] [--slot |
+//!   --any-slot] DIR` opens every file in `DIR` for writing with `O_TRUNC`
+//!   (`IORING_OP_OPENAT`, by its whole path), which empties it. With
+//!   `--creat`, opens with `O_CREAT` too, and creates `DIR/created` the
+//!   same way. Optionally asks for no completion on success
+//!   (`IOSQE_CQE_SKIP_SUCCESS`, linked to a no-op it waits on), and opens
+//!   into registered slots, given or chosen by the kernel.
 //! - `io_uring_attack read [--registered] DEVICE` is no attack: it splices
 //!   [`WIPE_WRITES`] blocks from the start of `DEVICE` into a pipe
 //!   (`IORING_OP_SPLICE`), whose write end is an fd or the ring's
@@ -52,6 +59,28 @@ fn main() -> anyhow::Result<()> {
     let (failed, total) = match args.as_slice() {
         ["rm", dir] => remove(Path::new(dir))?,
         ["mv", dir, target] => rename(Path::new(dir), Path::new(target))?,
+        ["open-trunc", rest @ ..] => {
+            let (flags, dirs): (Vec<&str>, Vec<&str>) = rest.iter().partition(|a| a.starts_with("--"));
+            let [dir] = dirs.as_slice() else {
+                bail!("open-trunc: one DIR")
+            };
+            let slot = match (flags.contains(&"--slot"), flags.contains(&"--any-slot")) {
+                (false, false) => Slot::Fd,
+                (true, false) => Slot::Given,
+                (false, true) => Slot::Any,
+                (true, true) => bail!("open-trunc: --slot or --any-slot, not both"),
+            };
+            let known = ["--creat", "--skip-cqe", "--slot", "--any-slot"];
+            if let Some(other) = flags.iter().find(|f| !known.contains(f)) {
+                bail!("open-trunc: unknown flag {other}");
+            }
+            let how = OpenTrunc {
+                creat: flags.contains(&"--creat"),
+                skip_cqe: flags.contains(&"--skip-cqe"),
+                slot,
+            };
+            open_truncate(Path::new(dir), how)?
+        }
         ["read", device] => read(Path::new(device), false)?,
         ["read", "--registered", device] => read(Path::new(device), true)?,
         ["truncate", dir] => truncate(Path::new(dir), false)?,
@@ -80,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!(
             "usage: io_uring_attack rm DIR | mv DIR TARGET | truncate [--registered] DIR | \
+             open-trunc [--creat] [--skip-cqe] [--slot | --any-slot] DIR | \
              read [--registered] DEVICE | \
              wipe [--registered | --linked-open] \
              [--vectored | --fixed-buffer | --splice | --punch-hole | --zero-range | --discard] DEVICE"
@@ -161,6 +191,88 @@ fn truncate(dir: &Path, registered: bool) -> anyhow::Result<(usize, usize)> {
         })
         .collect();
     Ok((run(ring, &requests)?, requests.len()))
+}
+
+/// How `open-trunc` opens.
+#[derive(Clone, Copy)]
+struct OpenTrunc {
+    creat: bool,
+    skip_cqe: bool,
+    slot: Slot,
+}
+
+/// Where an open puts its file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Fd,
+    /// Registered slot `i` for the `i`th file.
+    Given,
+    /// A free registered slot the kernel picks.
+    Any,
+}
+
+fn open_truncate(dir: &Path, how: OpenTrunc) -> anyhow::Result<(usize, usize)> {
+    let mut paths = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .map(|entry| Ok(entry?.path()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if how.creat {
+        paths.push(dir.join("created"));
+    }
+    let names = paths
+        .iter()
+        .map(|path| CString::new(path.as_os_str().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(names.len() < BATCH, "open-trunc: at most {} files", BATCH - 1);
+    let ring = &mut ring()?;
+    if how.slot != Slot::Fd {
+        ring.submitter()
+            .register_files_sparse(names.len() as u32)
+            .context("register empty slots")?;
+    }
+    let flags = libc::O_WRONLY | libc::O_TRUNC | if how.creat { libc::O_CREAT } else { 0 };
+    let mut requests: Vec<squeue::Entry> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), name.as_ptr())
+                .flags(flags)
+                .mode(0o600);
+            let open = match how.slot {
+                Slot::Fd => open,
+                Slot::Given => open.file_index(Some(
+                    types::DestinationSlot::try_from_slot_target(i as u32).unwrap(),
+                )),
+                Slot::Any => open.file_index(Some(types::DestinationSlot::auto_target())),
+            };
+            let open = open.build();
+            // Linked, so the no-op after them completes once they all have.
+            match how.skip_cqe {
+                true => open.flags(squeue::Flags::SKIP_SUCCESS | squeue::Flags::IO_LINK),
+                false => open,
+            }
+        })
+        .collect();
+    if !how.skip_cqe {
+        return Ok((run(ring, &requests)?, requests.len()));
+    }
+    // Only failures complete (a failure cancels the rest of the chain); the
+    // no-op at the chain's end completes last.
+    requests.push(opcode::Nop::new().build().user_data(u64::MAX));
+    for request in &requests {
+        // SAFETY: `names` outlives the ring's use of them.
+        unsafe { ring.submission().push(request) }.context("submission queue full")?;
+    }
+    let mut failed = 0;
+    loop {
+        ring.submit_and_wait(1).context("io_uring_enter")?;
+        for done in ring.completion() {
+            failed += usize::from(done.result() < 0);
+            if done.user_data() == u64::MAX {
+                return Ok((failed, requests.len()));
+            }
+        }
+    }
 }
 
 fn read(device: &Path, registered: bool) -> anyhow::Result<(usize, usize)> {

@@ -50,7 +50,7 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
                     path,
                     path_complete,
                     kernel_class: raw.class,
-                    outcome: Outcome::of(raw.ret, op.is_io_uring()),
+                    outcome: Outcome::of(raw.ret, op.recorded_at_submission()),
                 },
             )
         }
@@ -62,7 +62,7 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             })?;
             let (from, from_complete) = data.path(&raw.from)?;
             let (to, to_complete) = data.path(&raw.to)?;
-            let outcome = Outcome::of(raw.ret, op.is_io_uring());
+            let outcome = Outcome::of(raw.ret, op.recorded_at_submission());
             (
                 raw.task,
                 EventBody::Rename {
@@ -84,7 +84,7 @@ pub fn decode(record: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             })?;
             let (path, path_complete) = data.path(&raw.path)?;
             let size_before = (raw.size_before != SIZE_UNKNOWN).then_some(raw.size_before.max(0) as u64);
-            let outcome = Outcome::of(raw.ret, op.is_io_uring());
+            let outcome = Outcome::of(raw.ret, op.recorded_at_submission());
             (
                 raw.task,
                 EventBody::Truncate {

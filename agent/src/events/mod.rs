@@ -234,10 +234,10 @@ impl Outcome {
         }
     }
 
-    /// From a record's `ret`, which an io_uring request's record does not
-    /// have.
-    pub fn of(ret: i64, io_uring: bool) -> Self {
-        if io_uring {
+    /// From a record's `ret`, which a record made as an io_uring request
+    /// was submitted does not have.
+    pub fn of(ret: i64, at_submission: bool) -> Self {
+        if at_submission {
             Outcome::Submitted
         } else {
             Outcome::from_ret(ret)

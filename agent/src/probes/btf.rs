@@ -183,6 +183,7 @@ impl KernelBtf {
             opcode: self.field("io_kiocb", "opcode")?,
             flags: self.field("io_kiocb", "flags")?,
             fd: self.field("io_kiocb", "cqe")? + self.field("io_cqe", "fd")?,
+            res: self.field("io_kiocb", "cqe")? + self.field("io_cqe", "res")?,
             ctx: self.field("io_kiocb", "ctx")?,
             ctx_files_nr: files + self.field("io_rsrc_data", "nr")?,
             ctx_files: files + self.field("io_rsrc_data", "nodes")?,
@@ -207,6 +208,10 @@ impl KernelBtf {
             ftrunc_len: command("io_ftrunc", "len")?,
             splice_off_out: command("io_splice", "off_out")?,
             splice_len: command("io_splice", "len")?,
+            open_dfd: command("io_open", "dfd")?,
+            open_filename: command("io_open", "filename")?,
+            open_flags: command("io_open", "how")? + self.field("open_how", "flags")?,
+            open_file_slot: command("io_open", "file_slot")?,
         })
     }
 }
@@ -263,6 +268,7 @@ mod tests {
         assert_ne!(u.opcode, 0);
         // `struct io_cqe { u64 user_data; s32 res; union { u32 flags; int fd; } }`.
         assert_eq!(u.fd, btf.field("io_kiocb", "cqe").unwrap() + 12);
+        assert_eq!(u.res, u.fd - 4);
         assert_eq!(
             u.ctx_files,
             u.ctx_files_nr + 8,
@@ -287,6 +293,11 @@ mod tests {
             (u.splice_off_out, u.splice_len),
             (8, 24),
             "`struct io_splice {{ file_out; loff_t off_out; loff_t off_in; u64 len; ... }}`"
+        );
+        assert_eq!(
+            (u.open_dfd, u.open_file_slot, u.open_filename, u.open_flags),
+            (8, 12, 16, 24),
+            "`struct io_open {{ file; int dfd; u32 file_slot; filename; struct open_how how; ... }}`, flags first in `how`"
         );
         assert_eq!(
             u.cmd_sqe, 8,

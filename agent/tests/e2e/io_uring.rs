@@ -1,7 +1,7 @@
 //! Destruction through io_uring, which never passes the syscalls the other
 //! probes hook: `examples/io_uring_attack.rs` deletes, renames, truncates
 //! and wipes with `IORING_OP_UNLINKAT`, `IORING_OP_RENAMEAT`,
-//! `IORING_OP_FTRUNCATE`, `IORING_OP_WRITE`, `IORING_OP_WRITEV`,
+//! `IORING_OP_FTRUNCATE`, `IORING_OP_OPENAT` with `O_TRUNC`, `IORING_OP_WRITE`, `IORING_OP_WRITEV`,
 //! `IORING_OP_SPLICE`, `IORING_OP_FALLOCATE` and a discard command.
 
 use std::{
@@ -17,7 +17,7 @@ use agent_common::{
         IORING_OP_FALLOCATE, IORING_OP_SPLICE, IORING_OP_URING_CMD, IORING_OP_WRITE, IORING_OP_WRITEV,
         IORING_OP_WRITEV_FIXED, IORING_OP_WRITE_FIXED,
     },
-    fs::{IORING_OP_FTRUNCATE, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
+    fs::{IORING_OP_FTRUNCATE, IORING_OP_OPENAT, IORING_OP_OPENAT2, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT},
 };
 use serde_json::Value;
 
@@ -47,6 +47,8 @@ fn the_probes_opcodes_are_the_kernels() {
     assert_eq!(IORING_OP_UNLINKAT, opcode::UnlinkAt::CODE);
     assert_eq!(IORING_OP_RENAMEAT, opcode::RenameAt::CODE);
     assert_eq!(IORING_OP_FTRUNCATE, opcode::Ftruncate::CODE);
+    assert_eq!(IORING_OP_OPENAT, opcode::OpenAt::CODE);
+    assert_eq!(IORING_OP_OPENAT2, opcode::OpenAt2::CODE);
     assert_eq!(IORING_OP_WRITE, opcode::Write::CODE);
     assert_eq!(IORING_OP_WRITE_FIXED, opcode::WriteFixed::CODE);
     assert_eq!(IORING_OP_WRITEV, opcode::Writev::CODE);
@@ -152,6 +154,30 @@ fn io_uring_deletions_and_renames_are_recorded_with_their_paths() {
     agent.stop();
 }
 
+/// Runs the example's `command` with `flags` on `dir`, checks it emptied
+/// every file `names` names there, and returns the truncations it made.
+fn truncations_by_example(
+    agent: &Agent,
+    sandbox: &Sandbox,
+    command: &str,
+    flags: &[&str],
+    dir: &Path,
+    names: &[&[u8]],
+) -> Vec<Value> {
+    let pid = run(Command::new(io_uring_attack()).arg(command).args(flags).arg(dir));
+    for name in names {
+        let len = std::fs::metadata(dir.join(OsStr::from_bytes(name)))
+            .unwrap()
+            .len();
+        assert_eq!(len, 0, "{command} {flags:?}: the example did its work");
+    }
+    agent
+        .everything_until_now(sandbox)
+        .into_iter()
+        .filter(|e| e["type"] == "truncate" && e["process"]["pid"] == pid)
+        .collect()
+}
+
 /// A shrinking `ftruncate` through io_uring is a truncation, recorded with
 /// the file's path and size once per request, by plain fd and by
 /// registered file; one that does not shrink is not.
@@ -173,22 +199,7 @@ fn io_uring_truncations_are_recorded_with_their_paths_and_sizes() {
                 expected.insert((path.as_os_str().as_bytes().to_vec(), size as u64 * 1000));
             }
         }
-        let pid = run(Command::new(io_uring_attack())
-            .arg("truncate")
-            .args(flags)
-            .arg(&dir));
-
-        for name in names {
-            let len = std::fs::metadata(dir.join(OsStr::from_bytes(name)))
-                .unwrap()
-                .len();
-            assert_eq!(len, 0, "{flags:?}: the example did its work");
-        }
-        let truncations: Vec<Value> = agent
-            .everything_until_now(&sandbox)
-            .into_iter()
-            .filter(|e| e["type"] == "truncate" && e["process"]["pid"] == pid)
-            .collect();
+        let truncations = truncations_by_example(&agent, &sandbox, "truncate", flags, &dir, &names);
         let seen: BTreeSet<(Vec<u8>, u64)> = truncations
             .iter()
             .map(|e| (path_of(e), e["size_before"].as_u64().unwrap()))
@@ -203,6 +214,63 @@ fn io_uring_truncations_are_recorded_with_their_paths_and_sizes() {
                 (&e["op"], &e["length"], &e["result"]),
                 (&"io_uring_ftruncate".into(), &0.into(), &"submitted".into()),
                 "{e}"
+            );
+        }
+    }
+    agent.stop();
+}
+
+/// An io_uring open with `O_TRUNC` is a truncation of each file that
+/// existed, recorded once with its path: by name as it is submitted when
+/// it has no `O_CREAT` or asks for no completion; otherwise as it
+/// completes, into an fd or a registered slot, where a file the open
+/// created is none.
+#[test]
+fn io_uring_truncating_opens_are_recorded_with_their_paths() {
+    let sandbox = Sandbox::new();
+    let names: [&[u8]; 3] = [b"a", b"line\nbreak", b"bad-\xff-utf8"];
+    let agent = Agent::start(&sandbox);
+
+    // The example's flags, the op recorded, whether the file it creates is
+    // recorded too.
+    let cases: [(&[&str], &str, bool); 5] = [
+        (&[], "io_uring_open_trunc_submitted", false),
+        (&["--creat"], "io_uring_open_trunc", false),
+        (&["--creat", "--slot"], "io_uring_open_trunc", false),
+        (&["--creat", "--any-slot"], "io_uring_open_trunc", false),
+        (&["--creat", "--skip-cqe"], "io_uring_open_trunc_submitted", true),
+    ];
+    for (i, (flags, op, created_recorded)) in cases.into_iter().enumerate() {
+        let dir = sandbox.path().join(format!("files{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        let mut expected = BTreeSet::new();
+        for name in names {
+            let path = dir.join(OsStr::from_bytes(name));
+            std::fs::write(&path, [b'x'; 1000]).unwrap();
+            expected.insert(path.as_os_str().as_bytes().to_vec());
+        }
+        let created = dir.join("created");
+        if created_recorded {
+            expected.insert(created.as_os_str().as_bytes().to_vec());
+        }
+        let truncations = truncations_by_example(&agent, &sandbox, "open-trunc", flags, &dir, &names);
+        assert_eq!(created.exists(), flags.contains(&"--creat"), "{flags:?}");
+        let seen: BTreeSet<Vec<u8>> = truncations.iter().map(path_of).collect();
+        assert_eq!(
+            (truncations.len(), seen),
+            (expected.len(), expected),
+            "{flags:?}: {truncations:#?}"
+        );
+        let result = if op.ends_with("submitted") {
+            "submitted"
+        } else {
+            "ok"
+        };
+        for e in &truncations {
+            assert_eq!(
+                (&e["op"], &e["length"], &e["result"], &e["size_before"]),
+                (&op.into(), &0.into(), &result.into(), &Value::Null),
+                "{flags:?}: {e}"
             );
         }
     }
