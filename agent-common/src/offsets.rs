@@ -149,6 +149,8 @@ pub struct IoUringOffsets {
     pub res: u32,
     /// `io_kiocb.ctx`
     pub ctx: u32,
+    /// `io_ring_ctx.flags`: the ring's `IORING_SETUP_*` flags
+    pub ctx_flags: u32,
     /// `io_ring_ctx.file_table.data.nr`: how many files are registered
     pub ctx_files_nr: u32,
     /// `io_ring_ctx.file_table.data.nodes`: the registered files' nodes
@@ -214,4 +216,4 @@ impl KernelOffsets {
     pub const UNRESOLVED: KernelOffsets = unsafe { core::mem::zeroed() };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 368);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 372);

@@ -12,10 +12,16 @@
 //! An open with `O_TRUNC` truncates a file that exists. Without `O_CREAT`
 //! it opens only one that does, so it is recorded by name as it is
 //! submitted. With `O_CREAT` only the open knows whether it made the file:
-//! it is judged as its completion is posted, as `open`'s exit judges the
-//! syscall (see `open::report_open`), unless it asked for no completion on
-//! success, when it is taken as submitted. One whose completion overflows
-//! a full completion ring posts it without the tracepoint and is not seen.
+//! its io worker posts the completion as soon as the file is installed, and
+//! there it is judged as `open`'s exit judges the syscall (see
+//! `open::existing_inode`). It is taken by name at submission instead when
+//! nothing would be posted on success (`IOSQE_CQE_SKIP_SUCCESS`), or when
+//! the ring posts completions only once its owner asks for them
+//! (`IORING_SETUP_DEFER_TASKRUN`, `IORING_SETUP_IOPOLL`): until then the
+//! owner could close the fd, or put another file there. A file no longer
+//! at its fd or slot at completion is recorded without a path. One whose
+//! completion overflows a full completion ring posts it without the
+//! tracepoint and is not seen.
 //!
 //! The file a device request or an `ftruncate` names by a plain fd is
 //! looked up where the kernel looks it up, as the request runs
@@ -49,12 +55,12 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
     block::{position, record_if_block_device, Size, Write, FALLOC_ERASING},
-    files::{fd_file, Inode},
+    files::{fd_file, Inode, S_IFREG},
     fs::{report_deletion, report_file_truncation, report_named_truncation, report_rename, AT_REMOVEDIR},
     guard,
     kernel::{read_u32, read_u64, Btf},
     maps::offsets,
-    open::{report_open, O_CREAT, O_TRUNC},
+    open::{existing_inode, report_truncating_open, O_CREAT, O_EXCL, O_PATH, O_TMPFILE, O_TRUNC},
     record::Name,
     syscall::as_int,
 };
@@ -65,6 +71,10 @@ const REQ_F_FIXED_FILE: u64 = 1;
 /// `REQ_F_CQE_SKIP`: `IOSQE_CQE_SKIP_SUCCESS`, no completion is posted if
 /// the request succeeds.
 const REQ_F_CQE_SKIP: u64 = 1 << 6;
+/// `IORING_SETUP_IOPOLL` and `IORING_SETUP_DEFER_TASKRUN` from
+/// `<linux/io_uring.h>`: rings whose completions wait for their owner.
+const IORING_SETUP_IOPOLL: u32 = 1;
+const IORING_SETUP_DEFER_TASKRUN: u32 = 1 << 13;
 /// `IORING_FILE_INDEX_ALLOC` from `<linux/io_uring.h>`: an open into
 /// whichever registered slot is free, which its result names.
 const IORING_FILE_INDEX_ALLOC: u32 = u32::MAX;
@@ -94,9 +104,7 @@ pub fn io_uring_submit(ctx: RawTracePointContext) -> u32 {
             renameat(req, u, o);
         }
         IORING_OP_OPENAT | IORING_OP_OPENAT2 => {
-            let flags = read_u64(req, u.open_flags);
-            let judged_at_completion = flags & O_CREAT != 0 && read_u64(req, u.flags) & REQ_F_CQE_SKIP == 0;
-            if flags & O_TRUNC != 0 && !judged_at_completion {
+            if truncating_open(req, u) == Some(Judged::AtSubmission) {
                 guard::check_marked(GuardHook::DestructiveCall);
                 let dfd = as_int(read_u32(req, u.open_dfd) as u64);
                 let name = path_name(read_u64(req, u.open_filename), u);
@@ -159,9 +167,8 @@ pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
     if opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2 {
         return 0;
     }
-    let flags = read_u64(req, u.open_flags);
     let res = read_u32(req, u.res) as i32 as i64;
-    if flags & (O_CREAT | O_TRUNC) != O_CREAT | O_TRUNC || res < 0 {
+    if truncating_open(req, u) != Some(Judged::AtCompletion) || res < 0 {
         return 0;
     }
     let file = match read_u32(req, u.open_file_slot) {
@@ -169,8 +176,35 @@ pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
         IORING_FILE_INDEX_ALLOC => registered_file(req, res as u32, u),
         slot => registered_file(req, slot - 1, u),
     };
-    report_open(res, flags, file, TruncateOp::IoUringOpenTrunc, o);
+    if file == 0 {
+        report_truncating_open(0, TruncateOp::IoUringOpenTrunc, res, o);
+    } else if existing_inode(file, o).is_some_and(|inode| inode.file_type(o) == S_IFREG) {
+        report_truncating_open(file, TruncateOp::IoUringOpenTrunc, res, o);
+    }
     0
+}
+
+/// When an io_uring open that may truncate is judged (see the module's
+/// documentation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Judged {
+    AtSubmission,
+    AtCompletion,
+}
+
+/// When the open `req` is judged, if it may truncate: not if it has no
+/// `O_TRUNC`, or flags with which nothing is truncated (an exclusive
+/// create, `O_PATH`, `O_TMPFILE`).
+#[inline(always)]
+fn truncating_open(req: u64, u: &IoUringOffsets) -> Option<Judged> {
+    let flags = read_u64(req, u.open_flags);
+    let exclusive = flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL;
+    if flags & O_TRUNC == 0 || flags & (O_PATH | O_TMPFILE) != 0 || exclusive {
+        return None;
+    }
+    let posts_at_once = read_u64(req, u.flags) & REQ_F_CQE_SKIP == 0
+        && read_u32(read_u64(req, u.ctx), u.ctx_flags) & (IORING_SETUP_IOPOLL | IORING_SETUP_DEFER_TASKRUN) == 0;
+    Some(if flags & O_CREAT != 0 && posts_at_once { Judged::AtCompletion } else { Judged::AtSubmission })
 }
 
 /// Whether `fd` is the request's own file, named by a plain fd: a splice

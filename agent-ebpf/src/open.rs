@@ -30,7 +30,11 @@ use crate::{
 const O_WRONLY: u64 = 0o1;
 const O_RDWR: u64 = 0o2;
 pub const O_CREAT: u64 = 0o100;
+pub const O_EXCL: u64 = 0o200;
 pub const O_TRUNC: u64 = 0o1000;
+/// `O_PATH` and `__O_TMPFILE`: opens that never truncate.
+pub const O_PATH: u64 = 0o10000000;
+pub const O_TMPFILE: u64 = 0o20000000;
 /// Flags of an open that may destroy: for writing, or truncating.
 const WRITING: u64 = O_WRONLY | O_RDWR | O_TRUNC;
 /// What `creat` opens with (and `O_CREAT`).
@@ -74,29 +78,32 @@ pub fn open_exit(ctx: TracePointContext) -> u32 {
     if flags & WRITING == 0 {
         return 0;
     }
-    report_open(fd, flags, fd_file(Btf::current_task(), fd, o), TruncateOp::OpenTrunc, o);
+    let file = fd_file(Btf::current_task(), fd, o);
+    let Some(inode) = existing_inode(file, o) else { return 0 };
+    match inode.file_type(o) {
+        S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, o),
+        S_IFREG if flags & O_TRUNC != 0 => report_truncating_open(file, TruncateOp::OpenTrunc, fd, o),
+        _ => {}
+    }
     0
 }
 
-/// An open with `flags` that may write gave `file` (as `fd`): a block
-/// device opened for writing is recorded, and an existing regular file it
-/// truncated is recorded as `truncation`, its process stopped if its
-/// session is marked.
+/// The inode of `file`, just opened, unless the open created it (then it
+/// held nothing, and is no device) or there is no file (0).
 #[inline(always)]
-pub fn report_open(fd: i64, flags: u64, file: u64, truncation: TruncateOp, o: &KernelOffsets) {
-    // A file this open created held nothing, and is no device.
+pub fn existing_inode(file: u64, o: &KernelOffsets) -> Option<Inode> {
     if read_u32(file, o.file_mode) & FMODE_CREATED != 0 {
-        return;
+        return None;
     }
-    let Some(inode) = Inode::of(file, o) else { return };
-    match inode.file_type(o) {
-        S_IFBLK if flags & (O_WRONLY | O_RDWR) != 0 => block_open(fd, flags, file, inode, o),
-        S_IFREG if flags & O_TRUNC != 0 => {
-            report_file_truncation(file, truncation, fd, 0, SIZE_UNKNOWN, o);
-            guard::check_marked(GuardHook::DestructiveCall);
-        }
-        _ => {}
-    }
+    Inode::of(file, o)
+}
+
+/// Records that an open returning `fd` emptied `file` (0: a file no longer
+/// found), and stops the process if its session is marked.
+#[inline(always)]
+pub fn report_truncating_open(file: u64, op: TruncateOp, fd: i64, o: &KernelOffsets) {
+    report_file_truncation(file, op, fd, 0, SIZE_UNKNOWN, o);
+    guard::check_marked(GuardHook::DestructiveCall);
 }
 
 #[inline(always)]

@@ -9,13 +9,15 @@
 //! - `io_uring_attack truncate [--registered] DIR` cuts every file in `DIR`
 //!   to nothing (`IORING_OP_FTRUNCATE`), each opened first, or registered
 //!   with the ring.
-//! - `io_uring_attack open-trunc [--creat] [--skip-cqe] [--slot |
-//!   --any-slot] DIR` opens every file in `DIR` for writing with `O_TRUNC`
-//!   (`IORING_OP_OPENAT`, by its whole path), which empties it. With
+//! - `io_uring_attack open-trunc [--openat2] [--creat] [--skip-cqe]
+//!   [--slot | --any-slot] [--defer-taskrun] DIR` opens every file in
+//!   `DIR` for writing with `O_TRUNC` (`IORING_OP_OPENAT`, or
+//!   `IORING_OP_OPENAT2`, by its whole path), which empties it. With
 //!   `--creat`, opens with `O_CREAT` too, and creates `DIR/created` the
 //!   same way. Optionally asks for no completion on success
-//!   (`IOSQE_CQE_SKIP_SUCCESS`, linked to a no-op it waits on), and opens
-//!   into registered slots, given or chosen by the kernel.
+//!   (`IOSQE_CQE_SKIP_SUCCESS`, linked to a no-op it waits on), opens into
+//!   registered slots, given or chosen by the kernel, and uses a ring that
+//!   posts completions only when asked (`IORING_SETUP_DEFER_TASKRUN`).
 //! - `io_uring_attack read [--registered] DEVICE` is no attack: it splices
 //!   [`WIPE_WRITES`] blocks from the start of `DEVICE` into a pipe
 //!   (`IORING_OP_SPLICE`), whose write end is an fd or the ring's
@@ -70,14 +72,23 @@ fn main() -> anyhow::Result<()> {
                 (false, true) => Slot::Any,
                 (true, true) => bail!("open-trunc: --slot or --any-slot, not both"),
             };
-            let known = ["--creat", "--skip-cqe", "--slot", "--any-slot"];
+            let known = [
+                "--openat2",
+                "--creat",
+                "--skip-cqe",
+                "--slot",
+                "--any-slot",
+                "--defer-taskrun",
+            ];
             if let Some(other) = flags.iter().find(|f| !known.contains(f)) {
                 bail!("open-trunc: unknown flag {other}");
             }
             let how = OpenTrunc {
+                openat2: flags.contains(&"--openat2"),
                 creat: flags.contains(&"--creat"),
                 skip_cqe: flags.contains(&"--skip-cqe"),
                 slot,
+                defer_taskrun: flags.contains(&"--defer-taskrun"),
             };
             open_truncate(Path::new(dir), how)?
         }
@@ -109,7 +120,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!(
             "usage: io_uring_attack rm DIR | mv DIR TARGET | truncate [--registered] DIR | \
-             open-trunc [--creat] [--skip-cqe] [--slot | --any-slot] DIR | \
+             open-trunc [--openat2] [--creat] [--skip-cqe] [--slot | --any-slot] [--defer-taskrun] DIR | \
              read [--registered] DEVICE | \
              wipe [--registered | --linked-open] \
              [--vectored | --fixed-buffer | --splice | --punch-hole | --zero-range | --discard] DEVICE"
@@ -196,9 +207,11 @@ fn truncate(dir: &Path, registered: bool) -> anyhow::Result<(usize, usize)> {
 /// How `open-trunc` opens.
 #[derive(Clone, Copy)]
 struct OpenTrunc {
+    openat2: bool,
     creat: bool,
     skip_cqe: bool,
     slot: Slot,
+    defer_taskrun: bool,
 }
 
 /// Where an open puts its file.
@@ -224,28 +237,44 @@ fn open_truncate(dir: &Path, how: OpenTrunc) -> anyhow::Result<(usize, usize)> {
         .map(|path| CString::new(path.as_os_str().as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
     anyhow::ensure!(names.len() < BATCH, "open-trunc: at most {} files", BATCH - 1);
-    let ring = &mut ring()?;
+    let ring = &mut match how.defer_taskrun {
+        true => IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(BATCH as u32)
+            .context("set up an io_uring that defers its completions")?,
+        false => ring()?,
+    };
     if how.slot != Slot::Fd {
         ring.submitter()
             .register_files_sparse(names.len() as u32)
             .context("register empty slots")?;
     }
     let flags = libc::O_WRONLY | libc::O_TRUNC | if how.creat { libc::O_CREAT } else { 0 };
+    // `openat2` refuses a mode without `O_CREAT`.
+    let open_how = types::OpenHow::new()
+        .flags(flags as u64)
+        .mode(if how.creat { 0o600 } else { 0 });
     let mut requests: Vec<squeue::Entry> = names
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), name.as_ptr())
-                .flags(flags)
-                .mode(0o600);
-            let open = match how.slot {
-                Slot::Fd => open,
-                Slot::Given => open.file_index(Some(
-                    types::DestinationSlot::try_from_slot_target(i as u32).unwrap(),
-                )),
-                Slot::Any => open.file_index(Some(types::DestinationSlot::auto_target())),
+            let slot = match how.slot {
+                Slot::Fd => None,
+                Slot::Given => Some(types::DestinationSlot::try_from_slot_target(i as u32).unwrap()),
+                Slot::Any => Some(types::DestinationSlot::auto_target()),
             };
-            let open = open.build();
+            let at = types::Fd(libc::AT_FDCWD);
+            let open = match how.openat2 {
+                true => opcode::OpenAt2::new(at, name.as_ptr(), &open_how)
+                    .file_index(slot)
+                    .build(),
+                false => opcode::OpenAt::new(at, name.as_ptr())
+                    .flags(flags)
+                    .mode(0o600)
+                    .file_index(slot)
+                    .build(),
+            };
             // Linked, so the no-op after them completes once they all have.
             match how.skip_cqe {
                 true => open.flags(squeue::Flags::SKIP_SUCCESS | squeue::Flags::IO_LINK),
@@ -256,16 +285,23 @@ fn open_truncate(dir: &Path, how: OpenTrunc) -> anyhow::Result<(usize, usize)> {
     if !how.skip_cqe {
         return Ok((run(ring, &requests)?, requests.len()));
     }
-    // Only failures complete (a failure cancels the rest of the chain); the
-    // no-op at the chain's end completes last.
     requests.push(opcode::Nop::new().build().user_data(u64::MAX));
     for request in &requests {
-        // SAFETY: `names` outlives the ring's use of them.
+        // SAFETY: `names` and `open_how` outlive the ring's use of them.
         unsafe { ring.submission().push(request) }.context("submission queue full")?;
     }
+    // A failed open posts its completion and hides the rest of the chain's,
+    // the no-op's too: waited for only so long.
+    let ten_seconds = types::Timespec::new().sec(10);
+    let wait = types::SubmitArgs::new().timespec(&ten_seconds);
     let mut failed = 0;
     loop {
-        ring.submit_and_wait(1).context("io_uring_enter")?;
+        match ring.submitter().submit_with_args(1, &wait) {
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {
+                bail!("open-trunc: no end of the chain in 10 s ({failed} opens failed)")
+            }
+            result => result.context("io_uring_enter")?,
+        };
         for done in ring.completion() {
             failed += usize::from(done.result() < 0);
             if done.user_data() == u64::MAX {

@@ -185,6 +185,7 @@ impl KernelBtf {
             fd: self.field("io_kiocb", "cqe")? + self.field("io_cqe", "fd")?,
             res: self.field("io_kiocb", "cqe")? + self.field("io_cqe", "res")?,
             ctx: self.field("io_kiocb", "ctx")?,
+            ctx_flags: self.field("io_ring_ctx", "flags")?,
             ctx_files_nr: files + self.field("io_rsrc_data", "nr")?,
             ctx_files: files + self.field("io_rsrc_data", "nodes")?,
             rsrc_node_file: self.field("io_rsrc_node", "file_ptr")?,

@@ -220,11 +220,11 @@ fn io_uring_truncations_are_recorded_with_their_paths_and_sizes() {
     agent.stop();
 }
 
-/// An io_uring open with `O_TRUNC` is a truncation of each file that
-/// existed, recorded once with its path: by name as it is submitted when
-/// it has no `O_CREAT` or asks for no completion; otherwise as it
-/// completes, into an fd or a registered slot, where a file the open
-/// created is none.
+/// An io_uring open (`openat` or `openat2`) with `O_TRUNC` is a truncation
+/// of each file that existed, recorded once with its path: by name as it
+/// is submitted when it has no `O_CREAT`, asks for no completion, or its
+/// ring defers completions; otherwise as it completes, into an fd or a
+/// registered slot, where a file the open created is none.
 #[test]
 fn io_uring_truncating_opens_are_recorded_with_their_paths() {
     let sandbox = Sandbox::new();
@@ -233,9 +233,16 @@ fn io_uring_truncating_opens_are_recorded_with_their_paths() {
 
     // The example's flags, the op recorded, whether the file it creates is
     // recorded too.
-    let cases: [(&[&str], &str, bool); 5] = [
+    let cases: [(&[&str], &str, bool); 8] = [
         (&[], "io_uring_open_trunc_submitted", false),
+        (&["--openat2"], "io_uring_open_trunc_submitted", false),
         (&["--creat"], "io_uring_open_trunc", false),
+        (&["--openat2", "--creat"], "io_uring_open_trunc", false),
+        (
+            &["--creat", "--defer-taskrun"],
+            "io_uring_open_trunc_submitted",
+            true,
+        ),
         (&["--creat", "--slot"], "io_uring_open_trunc", false),
         (&["--creat", "--any-slot"], "io_uring_open_trunc", false),
         (&["--creat", "--skip-cqe"], "io_uring_open_trunc_submitted", true),
