@@ -151,13 +151,15 @@ pub enum TruncateOp {
     IoUringFtruncate = 4,
     /// An io_uring open (`IORING_OP_OPENAT`, `IORING_OP_OPENAT2`) with
     /// `O_CREAT` and `O_TRUNC` of a regular file that existed, recorded as
-    /// its completion is posted (its result is the fd, or 0 for a
-    /// registered slot).
+    /// its completion is posted (its result is the fd, or a registered
+    /// slot's index, or 0 for a slot it was given); with no path when the
+    /// file was no longer at that fd or slot.
     IoUringOpenTrunc = 5,
     /// An io_uring open with `O_TRUNC` recorded by name as it is submitted:
     /// one without `O_CREAT` (which only opens a file that exists), or one
-    /// that asked for no completion on success (`IOSQE_CQE_SKIP_SUCCESS`),
-    /// which may create the file instead.
+    /// whose completion would come too late to judge it by (none on
+    /// success, `IOSQE_CQE_SKIP_SUCCESS`, or a ring that posts completions
+    /// only when its owner asks), which may create the file instead.
     IoUringOpenTruncSubmitted = 6,
 }
 
