@@ -176,9 +176,8 @@ pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
         IORING_FILE_INDEX_ALLOC => registered_file(req, res as u32, u),
         slot => registered_file(req, slot - 1, u),
     };
-    if file == 0 {
-        report_truncating_open(0, TruncateOp::IoUringOpenTrunc, res, o);
-    } else if existing_inode(file, o).is_some_and(|inode| inode.file_type(o) == S_IFREG) {
+    // A file gone from its fd or slot is still recorded, without a path.
+    if file == 0 || existing_inode(file, o).is_some_and(|inode| inode.file_type(o) == S_IFREG) {
         report_truncating_open(file, TruncateOp::IoUringOpenTrunc, res, o);
     }
     0
